@@ -1,0 +1,219 @@
+//! Reading the config directory and turning its four files into a validated [`Config`].
+//! Pure apart from file reads: no logging, no global state, no swapping (see `store`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::interpolate::{Env, interpolate};
+use super::model::{Config, PromptsFile, ServiceConfig};
+use super::validate;
+
+/// The four files of a config directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigFile {
+    Config,
+    Header,
+    Payload,
+    Prompts,
+}
+
+impl ConfigFile {
+    pub const ALL: [ConfigFile; 4] = [Self::Config, Self::Header, Self::Payload, Self::Prompts];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Config => "config.json",
+            Self::Header => "header.json",
+            Self::Payload => "payload.json",
+            Self::Prompts => "prompts.json",
+        }
+    }
+}
+
+impl fmt::Display for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// One thing wrong with a config set: the file, the JSON path inside it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: ConfigFile,
+    /// Dotted JSON path such as `endpoints.local.url`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(file: ConfigFile, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+/// Every issue found in a rejected config set, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of the four files as read at one moment, before any parsing.
+#[derive(Debug, Clone)]
+pub struct RawConfigSet {
+    dir: PathBuf,
+    files: Vec<(ConfigFile, Result<Vec<u8>, String>)>,
+}
+
+impl RawConfigSet {
+    /// Reads the four files through their visible paths (following kubelet's symlinks).
+    /// A file that cannot be read is kept as an error so the set still has a digest.
+    pub async fn read(dir: &Path) -> Self {
+        let mut files = Vec::with_capacity(ConfigFile::ALL.len());
+        for file in ConfigFile::ALL {
+            let path = dir.join(file.file_name());
+            let content = tokio::fs::read(&path).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => format!("missing: expected at {}", path.display()),
+                _ => format!("cannot read {}: {e}", path.display()),
+            });
+            files.push((file, content));
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            files,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SHA-256 over the names and contents of the four files, hex encoded. Two reads
+    /// with the same digest hold the same configuration.
+    pub fn sha256(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (file, content) in &self.files {
+            hasher.update(file.file_name().as_bytes());
+            match content {
+                Ok(bytes) => {
+                    hasher.update([0u8]);
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+                Err(reason) => {
+                    hasher.update([1u8]);
+                    hasher.update(reason.as_bytes());
+                }
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Parses, interpolates and validates the whole set. All issues found are returned
+    /// together so one `config check` shows everything to fix.
+    pub fn parse(&self, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut issues = Vec::new();
+        let mut documents = Vec::with_capacity(self.files.len());
+        for (file, content) in &self.files {
+            match content {
+                Ok(bytes) => match serde_json::from_slice::<Value>(bytes) {
+                    Ok(value) => documents.push((*file, value)),
+                    Err(e) => issues.push(ConfigIssue::new(*file, "", format!("invalid JSON: {e}"))),
+                },
+                Err(reason) => issues.push(ConfigIssue::new(*file, "", reason.clone())),
+            }
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError { issues });
+        }
+
+        for (file, value) in &mut documents {
+            issues.extend(validate::inline_secrets(*file, value));
+            interpolate_strings(value, *file, "", env, &mut issues);
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError { issues });
+        }
+
+        let take = |wanted: ConfigFile| {
+            documents
+                .iter()
+                .find(|(file, _)| *file == wanted)
+                .map(|(_, value)| value.clone())
+                .unwrap_or(Value::Null)
+        };
+        let service = typed::<ServiceConfig>(take(ConfigFile::Config), ConfigFile::Config, &mut issues);
+        let headers = typed(take(ConfigFile::Header), ConfigFile::Header, &mut issues);
+        let payloads = typed(take(ConfigFile::Payload), ConfigFile::Payload, &mut issues);
+        let prompts = typed::<PromptsFile>(take(ConfigFile::Prompts), ConfigFile::Prompts, &mut issues);
+        let (Some(service), Some(headers), Some(payloads), Some(prompts)) =
+            (service, headers, payloads, prompts)
+        else {
+            return Err(ConfigError { issues });
+        };
+
+        validate::validate(service, headers, payloads, prompts)
+            .map_err(|issues| ConfigError { issues })
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: Value, file: ConfigFile, issues: &mut Vec<ConfigIssue>) -> Option<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            issues.push(ConfigIssue::new(file, path, e.into_inner().to_string()));
+        })
+        .ok()
+}
+
+/// Replaces `${env:…}` references in every string value (keys are left alone).
+fn interpolate_strings(value: &mut Value, file: ConfigFile, path: &str, env: &dyn Env, issues: &mut Vec<ConfigIssue>) {
+    match value {
+        Value::String(s) => match interpolate(s, env) {
+            Ok(done) => *s = done,
+            Err(e) => issues.push(ConfigIssue::new(file, path, e.to_string())),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_strings(item, file, &format!("{path}[{i}]"), env, issues);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                interpolate_strings(item, file, &child, env, issues);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}

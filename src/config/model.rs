@@ -1,0 +1,186 @@
+//! The typed shape of the four config files and of the validated set built from them.
+//! Plain data: reading, interpolation and checks live in `load` and `validate`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// `config.json`: the LLM endpoints and the MCP servers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The endpoint used when a prompt names none.
+    pub default_endpoint: String,
+    /// LLM endpoints by name; the names key header.json and payload.json too.
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// MCP servers by name.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpServer>,
+}
+
+/// One LLM endpoint: where requests go and how patiently.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Full URL requests are POSTed to, e.g. `http://127.0.0.1:11434/v1/chat/completions`.
+    pub url: Url,
+    /// Model name, substituted for `{{model}}` in the payload template.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// Limits on one LLM request. Written as durations: `"500ms"`, `"30s"`, `"2m"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Establishing the TCP/TLS connection.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// From sending the request to the first streamed token.
+    #[serde(with = "humantime_serde")]
+    pub first_token: Duration,
+    /// Longest silence between two streamed chunks.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Whole request, first byte to last.
+    #[serde(with = "humantime_serde")]
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_token: Duration::from_secs(120),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Retries of a failed LLM request, only ever before the first token reached the user.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 turns retries off.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled each time, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Upper bound for one delay (a longer `Retry-After` is honoured up to this too).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// HTTP statuses that are worth another attempt. Connection errors always are.
+    pub on_status: Vec<u16>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            on_status: vec![429, 500, 502, 503, 504],
+        }
+    }
+}
+
+/// One MCP server reached over streamable HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// The server's streamable-HTTP endpoint, e.g. `http://mcp-atlassian:8000/mcp`.
+    pub url: Url,
+    #[serde(default)]
+    pub auth: McpAuth,
+    /// Limit for one call to the server.
+    #[serde(default = "default_mcp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_mcp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// How promptops authenticates to an MCP server.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum McpAuth {
+    /// The calling user's stored personal access token, as `Authorization: Token <PAT>`.
+    #[default]
+    UserToken,
+    /// No credentials.
+    None,
+    /// One fixed header; its value must come from `${env:…}`.
+    StaticHeader { name: String, value: String },
+}
+
+/// `prompts.json`: the system prompt and the named prompts users pick from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsFile {
+    /// Sent as the first message of every conversation.
+    pub system: String,
+    /// Named prompts by slug.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, NamedPrompt>,
+}
+
+/// A reusable prompt with `{{variables}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedPrompt {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// The text sent as the user's message, `{{name}}` replaced by variable values.
+    pub template: String,
+    #[serde(default)]
+    pub variables: Vec<PromptVariable>,
+    /// The endpoint to use instead of the default one.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A variable a prompt asks for.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptVariable {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The user must give a value; a required variable has no default.
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// Placeholders a payload template may use, each replaced by a JSON value of its type.
+pub const PAYLOAD_PLACEHOLDERS: &[(&str, &str)] = &[
+    ("messages", "the conversation as an array of {role, content} objects (required)"),
+    ("tools", "the tool definitions offered to the model, an array"),
+    ("tool_choice", "the tool choice, a string or object"),
+    ("stream", "true when the answer is streamed, a boolean"),
+    ("model", "the endpoint's `model`, a string"),
+    ("temperature", "sampling temperature, a number"),
+    ("max_tokens", "the answer's token limit, a number"),
+];
+
+/// A validated, complete configuration: what a request runs with from start to end.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// Headers per endpoint, values marked sensitive so `Debug` never shows them.
+    pub headers: BTreeMap<String, Vec<(HeaderName, HeaderValue)>>,
+    /// Request body template per endpoint, a JSON object with placeholders.
+    pub payloads: BTreeMap<String, serde_json::Value>,
+    pub prompts: PromptsFile,
+}

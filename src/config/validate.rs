@@ -1,0 +1,323 @@
+//! Checks a parsed config set as a whole: names, ranges, and references across files.
+//! Works on values only; it never reads files or the environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+use super::interpolate::references_env;
+use super::load::{ConfigFile, ConfigIssue};
+use super::model::{Config, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ServiceConfig};
+use super::template;
+
+/// Header names that carry credentials; their values must come from `${env:…}`.
+const SECRET_HEADER_WORDS: &[&str] = &["authorization", "cookie", "token", "secret", "key", "password", "credential"];
+
+/// Headers promptops sets itself; a config that overrides them would break requests.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+
+pub type HeadersFile = BTreeMap<String, BTreeMap<String, String>>;
+pub type PayloadsFile = BTreeMap<String, Value>;
+
+/// Finds credentials written inline, on the raw (not yet interpolated) document.
+pub fn inline_secrets(file: ConfigFile, raw: &Value) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    let inline = |value: &Value| value.as_str().is_some_and(|s| !s.is_empty() && !references_env(s));
+    match file {
+        ConfigFile::Header => {
+            for (endpoint, headers) in raw.as_object().into_iter().flatten() {
+                for (name, value) in headers.as_object().into_iter().flatten() {
+                    if is_secret_header(name) && inline(value) {
+                        issues.push(ConfigIssue::new(
+                            file,
+                            format!("{endpoint}.{name}"),
+                            "credentials must not be written inline: reference an environment variable, e.g. \"Bearer ${env:LLM_API_KEY}\"",
+                        ));
+                    }
+                }
+            }
+        }
+        ConfigFile::Config => {
+            for (server, def) in raw.get("mcp_servers").and_then(Value::as_object).into_iter().flatten() {
+                if let Some(value) = def.get("auth").and_then(|a| a.get("value"))
+                    && inline(value)
+                {
+                    issues.push(ConfigIssue::new(
+                        file,
+                        format!("mcp_servers.{server}.auth.value"),
+                        "credentials must not be written inline: reference an environment variable with ${env:NAME}",
+                    ));
+                }
+            }
+        }
+        ConfigFile::Payload | ConfigFile::Prompts => {}
+    }
+    issues
+}
+
+/// Validates the typed files against each other and builds the [`Config`] they describe.
+pub fn validate(
+    service: ServiceConfig,
+    headers: HeadersFile,
+    payloads: PayloadsFile,
+    prompts: PromptsFile,
+) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    check_service(&service, &mut issues);
+    let headers = check_headers(&service, headers, &mut issues);
+    check_payloads(&service, &payloads, &mut issues);
+    check_prompts(&service, &prompts, &mut issues);
+    if issues.is_empty() {
+        Ok(Config {
+            service,
+            headers,
+            payloads,
+            prompts,
+        })
+    } else {
+        Err(issues)
+    }
+}
+
+fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
+    let file = ConfigFile::Config;
+    let mut issue = |path: String, message: String| issues.push(ConfigIssue::new(file, path, message));
+    if service.endpoints.is_empty() {
+        issue("endpoints".into(), "at least one endpoint is required".into());
+    } else if !service.endpoints.contains_key(&service.default_endpoint) {
+        issue(
+            "default_endpoint".into(),
+            format!("names endpoint {:?}, which is not defined in endpoints", service.default_endpoint),
+        );
+    }
+    for (name, endpoint) in &service.endpoints {
+        let path = format!("endpoints.{name}");
+        if !is_slug(name) {
+            issue(path.clone(), slug_message("an endpoint name"));
+        }
+        if let Err(message) = check_http_url(&endpoint.url) {
+            issue(format!("{path}.url"), message);
+        }
+        let t = &endpoint.timeouts;
+        for (field, value) in [("connect", t.connect), ("first_token", t.first_token), ("idle", t.idle), ("total", t.total)] {
+            if value.is_zero() {
+                issue(format!("{path}.timeouts.{field}"), "must be longer than zero".into());
+            }
+        }
+        let r = &endpoint.retry;
+        if r.max_attempts == 0 {
+            issue(format!("{path}.retry.max_attempts"), "must be at least 1 (1 means no retries)".into());
+        }
+        if r.initial_backoff > r.max_backoff {
+            issue(format!("{path}.retry.initial_backoff"), "must not be longer than max_backoff".into());
+        }
+        for (i, status) in r.on_status.iter().enumerate() {
+            if !(400..=599).contains(status) {
+                issue(format!("{path}.retry.on_status[{i}]"), format!("{status} is not an HTTP error status (400-599)"));
+            }
+        }
+    }
+    for (name, server) in &service.mcp_servers {
+        let path = format!("mcp_servers.{name}");
+        if !is_slug(name) {
+            issue(path.clone(), slug_message("an MCP server name"));
+        }
+        if let Err(message) = check_http_url(&server.url) {
+            issue(format!("{path}.url"), message);
+        }
+        if server.timeout.is_zero() {
+            issue(format!("{path}.timeout"), "must be longer than zero".into());
+        }
+        if let McpAuth::StaticHeader { name: header, value } = &server.auth
+            && let Err(message) = header_pair(header, value)
+        {
+            issue(format!("{path}.auth"), message);
+        }
+    }
+}
+
+fn check_headers(
+    service: &ServiceConfig,
+    headers: HeadersFile,
+    issues: &mut Vec<ConfigIssue>,
+) -> BTreeMap<String, Vec<(HeaderName, HeaderValue)>> {
+    let mut built = BTreeMap::new();
+    for (endpoint, pairs) in headers {
+        if !service.endpoints.contains_key(&endpoint) {
+            issues.push(ConfigIssue::new(
+                ConfigFile::Header,
+                endpoint.as_str(),
+                format!("headers for unknown endpoint {endpoint:?} (config.json defines: {})", names(service.endpoints.keys())),
+            ));
+            continue;
+        }
+        let mut list = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            match header_pair(&name, &value) {
+                Ok(pair) => list.push(pair),
+                Err(message) => issues.push(ConfigIssue::new(ConfigFile::Header, format!("{endpoint}.{name}"), message)),
+            }
+        }
+        built.insert(endpoint, list);
+    }
+    built
+}
+
+fn check_payloads(service: &ServiceConfig, payloads: &PayloadsFile, issues: &mut Vec<ConfigIssue>) {
+    let file = ConfigFile::Payload;
+    for endpoint in service.endpoints.keys() {
+        if !payloads.contains_key(endpoint) {
+            issues.push(ConfigIssue::new(
+                file,
+                "",
+                format!("no request template for endpoint {endpoint:?} (defined in config.json endpoints.{endpoint})"),
+            ));
+        }
+    }
+    for (endpoint, body) in payloads {
+        if !service.endpoints.contains_key(endpoint) {
+            issues.push(ConfigIssue::new(
+                file,
+                endpoint.as_str(),
+                format!("template for unknown endpoint {endpoint:?} (config.json defines: {})", names(service.endpoints.keys())),
+            ));
+            continue;
+        }
+        if !body.is_object() {
+            issues.push(ConfigIssue::new(file, endpoint.as_str(), "a request template must be a JSON object"));
+            continue;
+        }
+        let mut used = Vec::new();
+        check_payload_value(body, endpoint, &mut used, issues);
+        let messages = used.iter().filter(|name| name.as_str() == "messages").count();
+        if messages != 1 {
+            issues.push(ConfigIssue::new(
+                file,
+                endpoint.as_str(),
+                format!("the template must place \"{{{{messages}}}}\" exactly once (found {messages})"),
+            ));
+        }
+    }
+}
+
+fn check_payload_value(value: &Value, path: &str, used: &mut Vec<String>, issues: &mut Vec<ConfigIssue>) {
+    match value {
+        Value::String(s) if s.contains("{{") => match template::whole_placeholder(s) {
+            Some(name) if PAYLOAD_PLACEHOLDERS.iter().any(|(known, _)| *known == name) => used.push(name.to_owned()),
+            Some(name) => issues.push(ConfigIssue::new(
+                ConfigFile::Payload,
+                path,
+                format!(
+                    "unknown placeholder {{{{{name}}}}}; known: {}",
+                    names(PAYLOAD_PLACEHOLDERS.iter().map(|(known, _)| *known))
+                ),
+            )),
+            None => issues.push(ConfigIssue::new(
+                ConfigFile::Payload,
+                path,
+                "a placeholder must be the whole string value, e.g. \"{{messages}}\", because it is replaced by a JSON value",
+            )),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_payload_value(item, &format!("{path}[{i}]"), used, issues);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                check_payload_value(item, &format!("{path}.{key}"), used, issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_prompts(service: &ServiceConfig, prompts: &PromptsFile, issues: &mut Vec<ConfigIssue>) {
+    let file = ConfigFile::Prompts;
+    let mut issue = |path: String, message: String| issues.push(ConfigIssue::new(file, path, message));
+    for (name, prompt) in &prompts.prompts {
+        let path = format!("prompts.{name}");
+        if !is_slug(name) {
+            issue(path.clone(), slug_message("a prompt name"));
+        }
+        if prompt.title.trim().is_empty() {
+            issue(format!("{path}.title"), "must not be empty".into());
+        }
+        if let Some(endpoint) = &prompt.endpoint
+            && !service.endpoints.contains_key(endpoint)
+        {
+            issue(
+                format!("{path}.endpoint"),
+                format!("names endpoint {endpoint:?}, which config.json does not define ({})", names(service.endpoints.keys())),
+            );
+        }
+        let mut declared = BTreeSet::new();
+        for (i, variable) in prompt.variables.iter().enumerate() {
+            let vpath = format!("{path}.variables[{i}]");
+            if !template::is_valid_name(&variable.name) {
+                issue(format!("{vpath}.name"), format!("{:?} is not a valid variable name (letters, digits and _, starting with a letter)", variable.name));
+            }
+            if !declared.insert(variable.name.as_str()) {
+                issue(format!("{vpath}.name"), format!("variable {:?} is declared twice", variable.name));
+            }
+            if variable.required && variable.default.is_some() {
+                issue(format!("{vpath}.default"), "a required variable cannot have a default".into());
+            }
+        }
+        match template::placeholders(&prompt.template) {
+            Ok(found) => {
+                let used: BTreeSet<&str> = found.iter().map(|p| p.name).collect();
+                for name in used.difference(&declared) {
+                    issue(format!("{path}.template"), format!("uses {{{{{name}}}}}, which is not declared in variables"));
+                }
+                for name in declared.difference(&used) {
+                    issue(format!("{path}.variables"), format!("declares {name:?}, which the template never uses"));
+                }
+            }
+            Err(e) => issue(format!("{path}.template"), e.to_string()),
+        }
+    }
+}
+
+fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let header = HeaderName::try_from(name).map_err(|_| format!("{name:?} is not a valid HTTP header name"))?;
+    if RESERVED_HEADERS.contains(&header.as_str()) {
+        return Err(format!("{name:?} is set by promptops and cannot be configured"));
+    }
+    let mut value = HeaderValue::try_from(value)
+        .map_err(|_| "the value is not a valid HTTP header value (control characters or line breaks)".to_owned())?;
+    value.set_sensitive(true);
+    Ok((header, value))
+}
+
+fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_HEADER_WORDS.iter().any(|word| name.contains(word))
+}
+
+fn check_http_url(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(()),
+        "http" | "https" => Err("the URL has no host".into()),
+        other => Err(format!("scheme {other:?} is not supported; use http or https")),
+    }
+}
+
+/// Lower-case letters, digits, `-` and `_`, starting with a letter or digit, at most 63 long.
+pub fn is_slug(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn slug_message(what: &str) -> String {
+    format!("{what} must be lower-case letters, digits, '-' or '_' (at most 63, starting with a letter or digit)")
+}
+
+fn names<'a, T: AsRef<str> + ?Sized + 'a>(names: impl Iterator<Item = &'a T>) -> String {
+    let list: Vec<&str> = names.map(AsRef::as_ref).collect();
+    if list.is_empty() { "none".into() } else { list.join(", ") }
+}

@@ -1,0 +1,4 @@
+//! Repository functions: every SQL statement of the service, grouped by table.
+//! They take a connection or transaction so services can compose them; no HTTP, no rules.
+
+pub mod config_reloads;

@@ -1,0 +1,10 @@
+//! promptops: a self-hosted, Kubernetes-native AI assistant for Jira and Confluence.
+//! One library holds every part; `main.rs` only parses the command line and calls `cli::run`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod settings;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,78 @@
+//! Prometheus metrics of the service, in one registry owned by the application.
+//! Parts record through the typed fields; only `/metrics` encodes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The matched route pattern (`/api/v1/conversations/{id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// The generation of the live config; +1 per applied set.
+    pub config_generation: Gauge,
+    /// Config sets rejected by validation.
+    pub config_reload_failures: Counter,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_request_duration: HistogramFamily,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("promptops");
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the live configuration, increased by one per applied config set",
+            config_generation.clone(),
+        );
+        let config_reload_failures = Counter::default();
+        registry.register(
+            "config_reload_failures",
+            "Config sets rejected by validation; the last good config stayed live",
+            config_reload_failures.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        let http_request_duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from receiving a request to sending its response head",
+            http_request_duration.clone(),
+        );
+        Self {
+            registry,
+            config_generation,
+            config_reload_failures,
+            http_requests,
+            http_request_duration,
+        }
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
