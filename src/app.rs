@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
+use crate::db;
 use crate::settings::ServeSettings;
 use crate::telemetry::metrics::Metrics;
 use crate::web::{self, AppState};
-use crate::db;
 
 /// A service that is bound and loaded but not yet serving. Tests build one on port 0.
 #[derive(Debug)]
@@ -39,15 +39,10 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(ConfigStore::new());
-        let reloader = ConfigReloader::new(
-            settings.config_dir.clone(),
-            env,
-            store.clone(),
-            pool.clone(),
-            metrics.clone(),
-        )
-        .await
-        .context("reading the config history from the database (is it migrated?)")?;
+        let reloader =
+            ConfigReloader::new(settings.config_dir.clone(), env, store.clone(), pool.clone(), metrics.clone())
+                .await
+                .context("reading the config history from the database (is it migrated?)")?;
         let reloader = Arc::new(reloader);
         reloader.reload().await;
 
@@ -56,16 +51,9 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         Ok(Self {
             listener,
-            state: AppState {
-                db: pool,
-                config: store,
-                metrics,
-            },
+            state: AppState { db: pool, config: store, metrics },
             reloader,
-            watch: WatchOptions {
-                debounce: settings.config_debounce,
-                poll_interval: settings.config_poll_interval,
-            },
+            watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },
             shutdown_timeout: settings.shutdown_timeout,
         })
     }
@@ -82,27 +70,20 @@ impl Application {
     /// the shutdown timeout), stops the watcher and closes the database. Returns an
     /// error when a task that must run for the whole life of the process stopped early.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            state,
-            reloader,
-            watch,
-            shutdown_timeout,
-        } = self;
+        let Self { listener, state, reloader, watch, shutdown_timeout } = self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;
 
         let mut watcher = tokio::spawn(watcher::run(reloader, watch, shutdown.child_token()));
         let server_stop = shutdown.clone();
         let mut server = tokio::spawn(async move {
-            axum::serve(listener, web::router(state))
-                .with_graceful_shutdown(server_stop.cancelled_owned())
-                .await
+            axum::serve(listener, web::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
         });
         tracing::info!(%addr, "promptops is serving");
 
         let (mut server_done, mut watcher_done) = (false, false);
         let failure = tokio::select! {
+            biased;
             () = shutdown.cancelled() => None,
             result = &mut server => {
                 server_done = true;

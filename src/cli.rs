@@ -90,18 +90,19 @@ async fn check_config(dir: &Path) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let written = match raw.parse(&ProcessEnv) {
         Ok(config) => {
-            let endpoints: Vec<String> = config
-                .service
-                .endpoints
-                .keys()
-                .map(|name| {
-                    if *name == config.service.default_endpoint {
-                        format!("{name} (default)")
-                    } else {
-                        name.clone()
-                    }
-                })
-                .collect();
+            let endpoints: Vec<String> =
+                config
+                    .service
+                    .endpoints
+                    .keys()
+                    .map(|name| {
+                        if *name == config.service.default_endpoint {
+                            format!("{name} (default)")
+                        } else {
+                            name.clone()
+                        }
+                    })
+                    .collect();
             let mcp: Vec<&str> = config.service.mcp_servers.keys().map(String::as_str).collect();
             let prompts: Vec<&str> = config.prompts.prompts.keys().map(String::as_str).collect();
             writeln!(out, "config OK: {} (sha256 {})", dir.display(), raw.sha256())

@@ -11,7 +11,12 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
     /// SQLite database URL; the file and its folder are created when missing.
-    #[arg(long, env = "PROMPTOPS_DATABASE_URL", default_value = "sqlite://./data/promptops.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PROMPTOPS_DATABASE_URL",
+        default_value = "sqlite://./data/promptops.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 }
 

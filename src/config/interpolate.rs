@@ -32,7 +32,9 @@ pub enum InterpolationError {
     Missing(String),
     #[error("unterminated reference: `${{` without a closing `}}`")]
     Unterminated,
-    #[error("unsupported reference `${{{0}}}`: only ${{env:NAME}} and ${{env:NAME:-default}} are understood (write $${{ for a literal ${{)")]
+    #[error(
+        "unsupported reference `${{{0}}}`: only ${{env:NAME}} and ${{env:NAME:-default}} are understood (write $${{ for a literal ${{)"
+    )]
     Unsupported(String),
     #[error("invalid environment variable name {0:?}")]
     InvalidName(String),
@@ -68,9 +70,7 @@ pub fn references_env(input: &str) -> bool {
 }
 
 fn resolve(reference: &str, env: &dyn Env) -> Result<String, InterpolationError> {
-    let body = reference
-        .strip_prefix("env:")
-        .ok_or_else(|| InterpolationError::Unsupported(reference.to_owned()))?;
+    let body = reference.strip_prefix("env:").ok_or_else(|| InterpolationError::Unsupported(reference.to_owned()))?;
     let (name, default) = match body.split_once(":-") {
         Some((name, default)) => (name, Some(default)),
         None => (body, None),
@@ -96,61 +96,34 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
     fn substitutes_set_variables_and_defaults() {
         let env = env(&[("HOST", "llm.internal"), ("EMPTY", "")]);
-        assert_eq!(
-            interpolate("https://${env:HOST}/v1", &env).as_deref(),
-            Ok("https://llm.internal/v1")
-        );
-        assert_eq!(
-            interpolate("${env:PORT:-8080}", &env).as_deref(),
-            Ok("8080")
-        );
+        assert_eq!(interpolate("https://${env:HOST}/v1", &env).as_deref(), Ok("https://llm.internal/v1"));
+        assert_eq!(interpolate("${env:PORT:-8080}", &env).as_deref(), Ok("8080"));
         assert_eq!(interpolate("${env:EMPTY:-x}", &env).as_deref(), Ok("x"));
         assert_eq!(interpolate("${env:UNSET:-}", &env).as_deref(), Ok(""));
-        assert_eq!(
-            interpolate("${env:PORT:-a:-b}", &env).as_deref(),
-            Ok("a:-b")
-        );
+        assert_eq!(interpolate("${env:PORT:-a:-b}", &env).as_deref(), Ok("a:-b"));
     }
 
     #[test]
     fn leaves_plain_dollars_and_unescapes_double_dollar() {
         let env = env(&[]);
         assert_eq!(interpolate("costs $5", &env).as_deref(), Ok("costs $5"));
-        assert_eq!(
-            interpolate("$${env:X} stays", &env).as_deref(),
-            Ok("${env:X} stays")
-        );
+        assert_eq!(interpolate("$${env:X} stays", &env).as_deref(), Ok("${env:X} stays"));
         assert_eq!(interpolate("end$", &env).as_deref(), Ok("end$"));
     }
 
     #[test]
     fn errors_name_the_variable_not_a_value() {
         let env = env(&[]);
-        assert_eq!(
-            interpolate("Bearer ${env:API_KEY}", &env),
-            Err(InterpolationError::Missing("API_KEY".into()))
-        );
-        assert_eq!(
-            interpolate("${env:API_KEY", &env),
-            Err(InterpolationError::Unterminated)
-        );
-        assert_eq!(
-            interpolate("${HOME}", &env),
-            Err(InterpolationError::Unsupported("HOME".into()))
-        );
-        assert_eq!(
-            interpolate("${env:9X}", &env),
-            Err(InterpolationError::InvalidName("9X".into()))
-        );
+        assert_eq!(interpolate("Bearer ${env:API_KEY}", &env), Err(InterpolationError::Missing("API_KEY".into())));
+        assert_eq!(interpolate("${env:API_KEY", &env), Err(InterpolationError::Unterminated));
+        assert_eq!(interpolate("${HOME}", &env), Err(InterpolationError::Unsupported("HOME".into())));
+        assert_eq!(interpolate("${env:9X}", &env), Err(InterpolationError::InvalidName("9X".into())));
     }
 
     #[test]

@@ -51,11 +51,7 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     pub fn new(file: ConfigFile, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            file,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { file, path: path.into(), message: message.into() }
     }
 }
 
@@ -107,10 +103,7 @@ impl RawConfigSet {
             });
             files.push((file, content));
         }
-        Self {
-            dir: dir.to_path_buf(),
-            files,
-        }
+        Self { dir: dir.to_path_buf(), files }
     }
 
     pub fn dir(&self) -> &Path {
@@ -165,24 +158,18 @@ impl RawConfigSet {
         }
 
         let take = |wanted: ConfigFile| {
-            documents
-                .iter()
-                .find(|(file, _)| *file == wanted)
-                .map(|(_, value)| value.clone())
-                .unwrap_or(Value::Null)
+            documents.iter().find(|(file, _)| *file == wanted).map(|(_, value)| value.clone()).unwrap_or(Value::Null)
         };
         let service = typed::<ServiceConfig>(take(ConfigFile::Config), ConfigFile::Config, &mut issues);
         let headers = typed(take(ConfigFile::Header), ConfigFile::Header, &mut issues);
         let payloads = typed(take(ConfigFile::Payload), ConfigFile::Payload, &mut issues);
         let prompts = typed::<PromptsFile>(take(ConfigFile::Prompts), ConfigFile::Prompts, &mut issues);
-        let (Some(service), Some(headers), Some(payloads), Some(prompts)) =
-            (service, headers, payloads, prompts)
+        let (Some(service), Some(headers), Some(payloads), Some(prompts)) = (service, headers, payloads, prompts)
         else {
             return Err(ConfigError { issues });
         };
 
-        validate::validate(service, headers, payloads, prompts)
-            .map_err(|issues| ConfigError { issues })
+        validate::validate(service, headers, payloads, prompts).map_err(|issues| ConfigError { issues })
     }
 }
 

@@ -19,8 +19,12 @@ use crate::telemetry::metrics::Metrics;
 pub enum ReloadOutcome {
     /// Same files as the live set, or as the set last rejected.
     Unchanged,
-    Applied { generation: u64 },
-    Rejected { error: String },
+    Applied {
+        generation: u64,
+    },
+    Rejected {
+        error: String,
+    },
 }
 
 #[derive(Debug)]
@@ -46,14 +50,7 @@ impl ConfigReloader {
         let mut conn = db.acquire().await?;
         let last = config_reloads::max_generation(&mut conn).await?.unwrap_or(0);
         drop(conn);
-        Ok(Self {
-            dir,
-            env,
-            store,
-            db,
-            metrics,
-            last_generation: Mutex::new(u64::try_from(last).unwrap_or(0)),
-        })
+        Ok(Self { dir, env, store, db, metrics, last_generation: Mutex::new(u64::try_from(last).unwrap_or(0)) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -81,27 +78,16 @@ impl ConfigReloader {
             Ok(config) => {
                 let generation = *last_generation + 1;
                 *last_generation = generation;
-                self.store.apply(ConfigSnapshot {
-                    generation,
-                    sha256: sha256.clone(),
-                    loaded_at: now,
-                    config,
-                });
+                self.store.apply(ConfigSnapshot { generation, sha256: sha256.clone(), loaded_at: now, config });
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 tracing::info!(generation, sha256 = %sha256, dir = %self.dir.display(), "config applied");
-                let record = ReloadRecord::Applied {
-                    generation: i64::try_from(generation).unwrap_or(i64::MAX),
-                };
+                let record = ReloadRecord::Applied { generation: i64::try_from(generation).unwrap_or(i64::MAX) };
                 self.record(&sha256, &record, now).await;
                 ReloadOutcome::Applied { generation }
             }
             Err(e) => {
                 let error = e.to_string();
-                self.store.reject(RejectedConfig {
-                    sha256: sha256.clone(),
-                    error: error.clone(),
-                    at: now,
-                });
+                self.store.reject(RejectedConfig { sha256: sha256.clone(), error: error.clone(), at: now });
                 self.metrics.config_reload_failures.inc();
                 tracing::warn!(
                     sha256 = %sha256,

@@ -42,10 +42,7 @@ impl Default for ConfigStore {
 
 impl ConfigStore {
     pub fn new() -> Self {
-        Self {
-            current: watch::Sender::new(None),
-            last_rejected: Mutex::new(None),
-        }
+        Self { current: watch::Sender::new(None), last_rejected: Mutex::new(None) }
     }
 
     /// The configuration new work should start with.

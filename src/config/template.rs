@@ -25,18 +25,12 @@ pub fn placeholders(text: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
     let mut offset = 0;
     while let Some(start) = text[offset..].find("{{").map(|i| i + offset) {
         let inner_start = start + 2;
-        let end = text[inner_start..]
-            .find("}}")
-            .map(|i| i + inner_start)
-            .ok_or(TemplateError::Unclosed(start))?;
+        let end = text[inner_start..].find("}}").map(|i| i + inner_start).ok_or(TemplateError::Unclosed(start))?;
         let name = text[inner_start..end].trim();
         if !is_valid_name(name) {
             return Err(TemplateError::InvalidName(name.to_owned()));
         }
-        found.push(Placeholder {
-            name,
-            span: start..end + 2,
-        });
+        found.push(Placeholder { name, span: start..end + 2 });
         offset = end + 2;
     }
     Ok(found)
@@ -53,8 +47,7 @@ pub fn whole_placeholder(text: &str) -> Option<&str> {
 
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic()) && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -72,14 +65,8 @@ mod tests {
     #[test]
     fn rejects_unclosed_and_invalid_names() {
         assert_eq!(placeholders("a {{b"), Err(TemplateError::Unclosed(2)));
-        assert_eq!(
-            placeholders("{{1x}}"),
-            Err(TemplateError::InvalidName("1x".into()))
-        );
-        assert_eq!(
-            placeholders("{{}}"),
-            Err(TemplateError::InvalidName(String::new()))
-        );
+        assert_eq!(placeholders("{{1x}}"), Err(TemplateError::InvalidName("1x".into())));
+        assert_eq!(placeholders("{{}}"), Err(TemplateError::InvalidName(String::new())));
     }
 
     #[test]

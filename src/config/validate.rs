@@ -69,16 +69,7 @@ pub fn validate(
     let headers = check_headers(&service, headers, &mut issues);
     check_payloads(&service, &payloads, &mut issues);
     check_prompts(&service, &prompts, &mut issues);
-    if issues.is_empty() {
-        Ok(Config {
-            service,
-            headers,
-            payloads,
-            prompts,
-        })
-    } else {
-        Err(issues)
-    }
+    if issues.is_empty() { Ok(Config { service, headers, payloads, prompts }) } else { Err(issues) }
 }
 
 fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
@@ -101,7 +92,9 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
             issue(format!("{path}.url"), message);
         }
         let t = &endpoint.timeouts;
-        for (field, value) in [("connect", t.connect), ("first_token", t.first_token), ("idle", t.idle), ("total", t.total)] {
+        for (field, value) in
+            [("connect", t.connect), ("first_token", t.first_token), ("idle", t.idle), ("total", t.total)]
+        {
             if value.is_zero() {
                 issue(format!("{path}.timeouts.{field}"), "must be longer than zero".into());
             }
@@ -115,7 +108,10 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
         }
         for (i, status) in r.on_status.iter().enumerate() {
             if !(400..=599).contains(status) {
-                issue(format!("{path}.retry.on_status[{i}]"), format!("{status} is not an HTTP error status (400-599)"));
+                issue(
+                    format!("{path}.retry.on_status[{i}]"),
+                    format!("{status} is not an HTTP error status (400-599)"),
+                );
             }
         }
     }
@@ -149,7 +145,10 @@ fn check_headers(
             issues.push(ConfigIssue::new(
                 ConfigFile::Header,
                 endpoint.as_str(),
-                format!("headers for unknown endpoint {endpoint:?} (config.json defines: {})", names(service.endpoints.keys())),
+                format!(
+                    "headers for unknown endpoint {endpoint:?} (config.json defines: {})",
+                    names(service.endpoints.keys())
+                ),
             ));
             continue;
         }
@@ -157,7 +156,9 @@ fn check_headers(
         for (name, value) in pairs {
             match header_pair(&name, &value) {
                 Ok(pair) => list.push(pair),
-                Err(message) => issues.push(ConfigIssue::new(ConfigFile::Header, format!("{endpoint}.{name}"), message)),
+                Err(message) => {
+                    issues.push(ConfigIssue::new(ConfigFile::Header, format!("{endpoint}.{name}"), message));
+                }
             }
         }
         built.insert(endpoint, list);
@@ -181,7 +182,10 @@ fn check_payloads(service: &ServiceConfig, payloads: &PayloadsFile, issues: &mut
             issues.push(ConfigIssue::new(
                 file,
                 endpoint.as_str(),
-                format!("template for unknown endpoint {endpoint:?} (config.json defines: {})", names(service.endpoints.keys())),
+                format!(
+                    "template for unknown endpoint {endpoint:?} (config.json defines: {})",
+                    names(service.endpoints.keys())
+                ),
             ));
             continue;
         }
@@ -250,14 +254,23 @@ fn check_prompts(service: &ServiceConfig, prompts: &PromptsFile, issues: &mut Ve
         {
             issue(
                 format!("{path}.endpoint"),
-                format!("names endpoint {endpoint:?}, which config.json does not define ({})", names(service.endpoints.keys())),
+                format!(
+                    "names endpoint {endpoint:?}, which config.json does not define ({})",
+                    names(service.endpoints.keys())
+                ),
             );
         }
         let mut declared = BTreeSet::new();
         for (i, variable) in prompt.variables.iter().enumerate() {
             let vpath = format!("{path}.variables[{i}]");
             if !template::is_valid_name(&variable.name) {
-                issue(format!("{vpath}.name"), format!("{:?} is not a valid variable name (letters, digits and _, starting with a letter)", variable.name));
+                issue(
+                    format!("{vpath}.name"),
+                    format!(
+                        "{:?} is not a valid variable name (letters, digits and _, starting with a letter)",
+                        variable.name
+                    ),
+                );
             }
             if !declared.insert(variable.name.as_str()) {
                 issue(format!("{vpath}.name"), format!("variable {:?} is declared twice", variable.name));
@@ -270,7 +283,10 @@ fn check_prompts(service: &ServiceConfig, prompts: &PromptsFile, issues: &mut Ve
             Ok(found) => {
                 let used: BTreeSet<&str> = found.iter().map(|p| p.name).collect();
                 for name in used.difference(&declared) {
-                    issue(format!("{path}.template"), format!("uses {{{{{name}}}}}, which is not declared in variables"));
+                    issue(
+                        format!("{path}.template"),
+                        format!("uses {{{{{name}}}}}, which is not declared in variables"),
+                    );
                 }
                 for name in declared.difference(&used) {
                     issue(format!("{path}.variables"), format!("declares {name:?}, which the template never uses"));

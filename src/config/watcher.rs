@@ -28,6 +28,8 @@ pub async fn run(reloader: Arc<ConfigReloader>, options: WatchOptions, shutdown:
     let wake = Arc::new(Notify::new());
     let lost = Arc::new(AtomicBool::new(false));
     let mut watcher = start_watch(&dir, &wake, &lost);
+    // Whatever changed between the first load and the watch being in place.
+    reloader.reload().await;
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + options.poll_interval, options.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 

@@ -41,16 +41,11 @@ pub async fn connect(url: &str) -> Result<SqlitePool, DbError> {
     let file = options.get_filename();
     // `sqlite::memory:` has no folder: its parent is empty.
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(parent).await.map_err(|source| DbError::CreateDir {
-            path: parent.display().to_string(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|source| DbError::CreateDir { path: parent.display().to_string(), source })?;
     }
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .map_err(DbError::Open)
+    SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(DbError::Open)
 }
 
 /// The migrations in `migrations/`, embedded in the binary.

@@ -60,13 +60,7 @@ impl Metrics {
             "Time from receiving a request to sending its response head",
             http_request_duration.clone(),
         );
-        Self {
-            registry,
-            config_generation,
-            config_reload_failures,
-            http_requests,
-            http_request_duration,
-        }
+        Self { registry, config_generation, config_reload_failures, http_requests, http_request_duration }
     }
 
     /// The registry in the Prometheus/OpenMetrics text format.

@@ -34,9 +34,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned())
             }
         };
-        let body = Body {
-            error: Detail { code, message: &message },
-        };
+        let body = Body { error: Detail { code, message: &message } };
         (status, Json(body)).into_response()
     }
 }

@@ -16,16 +16,9 @@ const QUIET_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let method = request.method().clone();
     let span = tracing::info_span!("request", %method, %route, %request_id);
 
@@ -33,16 +26,9 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next
 
     let latency = start.elapsed();
     let status = response.status().as_u16();
-    let labels = HttpLabels {
-        method: method.to_string(),
-        route,
-        status,
-    };
+    let labels = HttpLabels { method: method.to_string(), route, status };
     metrics.http_requests.get_or_create(&labels).inc();
-    metrics
-        .http_request_duration
-        .get_or_create(&labels)
-        .observe(latency.as_secs_f64());
+    metrics.http_request_duration.get_or_create(&labels).observe(latency.as_secs_f64());
     let latency_ms = latency.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if QUIET_ROUTES.contains(&labels.route.as_str()) {

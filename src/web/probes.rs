@@ -29,10 +29,7 @@ struct FailedCheck {
 
 /// Readiness: the database is open and migrated and a valid config is loaded.
 pub async fn readyz(State(state): State<AppState>, Query(query): Query<ReadyzQuery>) -> Response {
-    let checks = [
-        ("database", crate::db::readiness(&state.db).await),
-        ("config", config_check(&state)),
-    ];
+    let checks = [("database", crate::db::readiness(&state.db).await), ("config", config_check(&state))];
     let ready = checks.iter().all(|(_, result)| result.is_ok());
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
 
@@ -72,13 +69,6 @@ fn config_check(state: &AppState) -> Result<(), String> {
 
 /// Prometheus scrape endpoint.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let body = state
-        .metrics
-        .encode()
-        .map_err(|e| anyhow::anyhow!("encoding metrics failed: {e}"))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        body,
-    )
-        .into_response())
+    let body = state.metrics.encode().map_err(|e| anyhow::anyhow!("encoding metrics failed: {e}"))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response())
 }

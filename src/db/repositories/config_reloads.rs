@@ -34,24 +34,20 @@ pub async fn insert(
         ReloadRecord::Applied { generation } => (Some(*generation), "applied", None),
         ReloadRecord::Rejected { error } => (None, "rejected", Some(*error)),
     };
-    sqlx::query(
-        "INSERT INTO config_reloads (generation, sha256, outcome, error, occurred_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(generation)
-    .bind(sha256)
-    .bind(outcome)
-    .bind(error)
-    .bind(at)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO config_reloads (generation, sha256, outcome, error, occurred_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(generation)
+        .bind(sha256)
+        .bind(outcome)
+        .bind(error)
+        .bind(at)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// The highest generation ever applied, so numbering continues after a restart.
 pub async fn max_generation(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MAX(generation) FROM config_reloads")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar("SELECT MAX(generation) FROM config_reloads").fetch_one(conn).await
 }
 
 /// The most recent attempts, newest first.

@@ -1,0 +1,9 @@
+//! The integration test binary: every test talks to a real promptops on a loopback port.
+// Test helpers panic on purpose: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod config_check;
+mod config_reload;
+mod helpers;
+mod probes;
