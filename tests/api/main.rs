@@ -5,5 +5,7 @@
 mod cli;
 mod config_check;
 mod config_reload;
+#[path = "../support/configmap.rs"]
+mod configmap;
 mod helpers;
 mod probes;
