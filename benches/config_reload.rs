@@ -93,13 +93,14 @@ async fn startup(client: &reqwest::Client) {
     let (exec, healthy, ready) = (stats(exec), stats(healthy), stats(ready));
     println!("start-up over {STARTS} runs (fresh database each time)");
     println!("  {:<34} {:>10} {:>10} {:>10}", "", "median", "p90", "max");
-    for (name, s) in [("exec `promptops --version` (base)", &exec), ("spawn -> /healthz 200", &healthy), ("spawn -> /readyz 200", &ready)] {
+    for (name, s) in [
+        ("exec `promptops --version` (base)", &exec),
+        ("spawn -> /healthz 200", &healthy),
+        ("spawn -> /readyz 200", &ready),
+    ] {
         println!("  {name:<34} {:>10} {:>10} {:>10}", ms(s.median), ms(s.p90), ms(s.max));
     }
-    println!(
-        "  /readyz median is {:.1}x the bare exec",
-        ready.median.as_secs_f64() / exec.median.as_secs_f64()
-    );
+    println!("  /readyz median is {:.1}x the bare exec", ready.median.as_secs_f64() / exec.median.as_secs_f64());
 }
 
 async fn generation(client: &reqwest::Client, url: &str) -> Option<u64> {
