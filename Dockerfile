@@ -12,6 +12,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && rm -rf src
 COPY src src
 COPY migrations migrations
+COPY templates templates
+COPY static static
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin promptops
 
 FROM debian:bookworm-slim

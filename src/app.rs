@@ -6,27 +6,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::auth::AuthService;
+use crate::auth::keys::Keyring;
+use crate::auth::session::SessionService;
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::users::UserService;
+use crate::auth::vault::TokenVault;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
 use crate::db;
-use crate::settings::ServeSettings;
+use crate::settings::{SecuritySettings, ServeSettings};
 use crate::telemetry::metrics::Metrics;
-use crate::web::{self, AppState};
+use crate::web::context::WebContext;
+use crate::web::{self, AppState, Exposure};
 
 /// A service that is bound and loaded but not yet serving. Tests build one on port 0.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
-    reloader: Arc<ConfigReloader>,
     watch: WatchOptions,
     shutdown_timeout: Duration,
 }
 
 impl Application {
-    /// Opens and migrates the database, loads the config once and binds the listener.
+    /// Opens and migrates the database, loads the config once, sets up the services,
+    /// creates the first admin on an empty database and binds the listeners.
     /// An invalid config does not stop the start: `/readyz` stays 503 until a valid one
     /// arrives, as a ConfigMap fix would deliver it.
     pub async fn build(settings: &ServeSettings, env: Arc<dyn Env>) -> anyhow::Result<Self> {
@@ -46,13 +56,63 @@ impl Application {
         let reloader = Arc::new(reloader);
         reloader.reload().await;
 
+        let keyring = Arc::new(load_keyring(&settings.security)?);
+        let audit = AuditLog::new(pool.clone());
+        let auth = Arc::new(AuthService {
+            users: UserService::new(pool.clone(), audit.clone(), settings.security.bcrypt_cost),
+            sessions: SessionService::new(
+                pool.clone(),
+                keyring.clone(),
+                settings.web.session_ttl,
+                settings.web.session_max_lifetime,
+            ),
+            throttle: LoginThrottle::new(),
+            audit: audit.clone(),
+        });
+        let bootstrap_password = settings.web.bootstrap_admin_password.clone().map(SecretString::from);
+        if let Some(generated) = auth.bootstrap_admin(bootstrap_password).await? {
+            // The Argo CD pattern: the one time a secret is deliberately written to the log.
+            tracing::warn!(
+                username = "admin",
+                password = generated.expose_secret(),
+                "created the first admin account with a generated password; sign in and change it under Settings \
+                 (it is not shown again; set PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD to choose it instead)"
+            );
+        }
+        let vault = Arc::new(TokenVault::new(pool.clone(), keyring, audit));
+
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let metrics_listener = match settings.web.metrics_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics)"))?)
+            }
+            None => None,
+        };
+        let public_url = match &settings.web.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", listener.local_addr()?).parse().context("the listen address as a URL")?,
+        };
+        let client_ip_header = settings
+            .web
+            .client_ip_header
+            .as_deref()
+            .map(http::HeaderName::try_from)
+            .transpose()
+            .context("--client-ip-header is not a valid header name")?;
         Ok(Self {
             listener,
-            state: AppState { db: pool, config: store, metrics },
-            reloader,
+            metrics_listener,
+            state: AppState {
+                db: pool,
+                config: store,
+                reloader,
+                metrics,
+                auth,
+                vault,
+                web: Arc::new(WebContext::new(&public_url, client_ip_header)),
+            },
             watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -60,6 +120,10 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -70,21 +134,28 @@ impl Application {
     /// the shutdown timeout), stops the watcher and closes the database. Returns an
     /// error when a task that must run for the whole life of the process stopped early.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, state, reloader, watch, shutdown_timeout } = self;
+        let Self { listener, metrics_listener, state, watch, shutdown_timeout } = self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;
 
-        let mut watcher = tokio::spawn(watcher::run(reloader, watch, shutdown.child_token()));
-        let server_stop = shutdown.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, web::router(state)).with_graceful_shutdown(server_stop.cancelled_owned()).await
-        });
+        let mut watcher = tokio::spawn(watcher::run(state.reloader.clone(), watch, shutdown.child_token()));
+        let exposure = if metrics_listener.is_some() { Exposure::AllButMetrics } else { Exposure::All };
+        let mut ops = metrics_listener
+            .map(|ops| tokio::spawn(serve(ops, web::router(state.clone(), Exposure::OpsOnly), &shutdown)));
+        let mut server = tokio::spawn(serve(listener, web::router(state, exposure), &shutdown));
         tracing::info!(%addr, "promptops is serving");
 
         let (mut server_done, mut watcher_done) = (false, false);
+        let ops_stopped = async {
+            match ops.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
         let failure = tokio::select! {
             biased;
             () = shutdown.cancelled() => None,
+            result = ops_stopped => Some(anyhow!("the metrics listener stopped unexpectedly: {result:?}")),
             result = &mut server => {
                 server_done = true;
                 Some(match result {
@@ -107,6 +178,9 @@ impl Application {
                 server.abort();
             }
         }
+        if let Some(ops) = ops {
+            ops.abort();
+        }
         if !watcher_done {
             // The watcher stops on the cancelled token at its next await point.
             let _stopped = watcher.await;
@@ -120,4 +194,39 @@ impl Application {
             Some(e) => Err(e),
         }
     }
+}
+
+/// One axum server on `listener` until `shutdown`, with client addresses available.
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let stop = shutdown.clone();
+    async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    }
+}
+
+/// The configured keys, or on a laptop a key generated into the key file (loudly).
+pub fn load_keyring(settings: &SecuritySettings) -> anyhow::Result<Keyring> {
+    if let Some(spec) = &settings.encryption_keys {
+        return Ok(Keyring::parse(spec)?);
+    }
+    let (keyring, created) = Keyring::load_or_create(&settings.key_file)?;
+    if created {
+        tracing::warn!(
+            key_file = %settings.key_file.display(),
+            "NO ENCRYPTION KEYS CONFIGURED: generated a key into the key file. Tokens and sessions depend on it: \
+             back it up, and in a cluster set PROMPTOPS_ENCRYPTION_KEYS from a Secret instead"
+        );
+    } else {
+        tracing::warn!(
+            key_file = %settings.key_file.display(),
+            "using the generated key file; set PROMPTOPS_ENCRYPTION_KEYS for production"
+        );
+    }
+    Ok(keyring)
 }

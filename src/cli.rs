@@ -10,9 +10,15 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
+use crate::app::load_keyring;
+use crate::audit::{Actor, AuditLog};
+use crate::auth::keys::Keyring;
+use crate::auth::model::{Role, Username};
+use crate::auth::users::UserService;
+use crate::auth::vault::TokenVault;
 use crate::config::{ProcessEnv, RawConfigSet};
 use crate::db;
-use crate::settings::{DatabaseSettings, ServeSettings};
+use crate::settings::{DatabaseSettings, SecuritySettings, ServeSettings};
 use crate::telemetry::{self, LogFormat};
 
 /// promptops: your company's AI assistant for Jira and Confluence.
@@ -34,12 +40,56 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server and the config watcher.
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseSettings),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Without --password-stdin a password is generated and printed once.
+    Add {
+        /// The new user's name (letters, digits, '.', '_', '-', '@').
+        name: String,
+        /// Give the user the admin role.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        database: DatabaseSettings,
+        /// bcrypt cost for the password hash.
+        #[arg(long, env = "PROMPTOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+        bcrypt_cost: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key as `id:base64key`, ready for PROMPTOPS_ENCRYPTION_KEYS.
+    Generate {
+        /// The key's id (default: k followed by today's date).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Re-seal every stored token under the active (first) key, so older keys can be
+    /// removed from PROMPTOPS_ENCRYPTION_KEYS afterwards.
+    Rotate {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(flatten)]
+        security: SecuritySettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,9 +107,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Serve(settings) => serve(settings).await,
+        Command::Serve(settings) => serve(*settings).await,
         Command::Migrate(settings) => migrate(&settings).await,
         Command::Config(ConfigCommand::Check { dir }) => return check_config(&dir).await,
+        Command::User(UserCommand::Add { name, admin, password_stdin, database, bcrypt_cost }) => {
+            add_user(&name, admin, password_stdin, &database, bcrypt_cost).await
+        }
+        Command::Keys(KeysCommand::Generate { id }) => generate_key(id),
+        Command::Keys(KeysCommand::Rotate { database, security }) => rotate_keys(&database, &security).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +137,59 @@ async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     pool.close().await;
     tracing::info!("database migrated");
+    Ok(())
+}
+
+async fn add_user(
+    name: &str,
+    admin: bool,
+    password_stdin: bool,
+    database: &DatabaseSettings,
+    bcrypt_cost: u32,
+) -> anyhow::Result<()> {
+    let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\n', '\r']).to_owned();
+        anyhow::ensure!(!line.is_empty(), "no password on standard input");
+        Some(secrecy::SecretString::from(line))
+    } else {
+        None
+    };
+    let pool = db::connect(&database.database_url).await?;
+    db::migrate(&pool).await?;
+    let users = UserService::new(pool.clone(), AuditLog::new(pool.clone()), bcrypt_cost);
+    let role = if admin { Role::Admin } else { Role::User };
+    let actor = Actor { username: Some("cli".into()), client_addr: None };
+    let issued = users.create(&username, password, role, &actor).await?;
+    pool.close().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "created {} user {}", role, issued.user.username)?;
+    if let Some(generated) = issued.generated_password {
+        writeln!(out, "password: {}", secrecy::ExposeSecret::expose_secret(&generated))?;
+        writeln!(out, "(shown only now; it can be changed under Settings)")?;
+    }
+    Ok(())
+}
+
+fn generate_key(id: Option<String>) -> anyhow::Result<()> {
+    let id = id.unwrap_or_else(|| format!("k{}", chrono::Utc::now().format("%Y%m%d")));
+    let spec = Keyring::generate_spec(&id);
+    Keyring::parse(&spec)?;
+    writeln!(std::io::stdout(), "{spec}")?;
+    Ok(())
+}
+
+async fn rotate_keys(database: &DatabaseSettings, security: &SecuritySettings) -> anyhow::Result<()> {
+    let keyring = Arc::new(load_keyring(security)?);
+    let active = keyring.active_id().to_owned();
+    let pool = db::connect(&database.database_url).await?;
+    db::migrate(&pool).await?;
+    let vault = TokenVault::new(pool.clone(), keyring, AuditLog::new(pool.clone()));
+    let resealed = vault.rotate().await?;
+    pool.close().await;
+    writeln!(std::io::stdout(), "re-sealed {resealed} token(s) under key {active}")?;
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //! One library holds every part; `main.rs` only parses the command line and calls `cli::run`.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

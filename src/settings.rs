@@ -50,4 +50,59 @@ pub struct ServeSettings {
     /// How long in-flight requests may take to finish after SIGTERM before they are cut.
     #[arg(long, env = "PROMPTOPS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    #[command(flatten)]
+    pub security: SecuritySettings,
+
+    #[command(flatten)]
+    pub web: WebSettings,
+}
+
+/// Keys, password hashing and sessions.
+#[derive(Debug, Clone, Args)]
+pub struct SecuritySettings {
+    /// Encryption keys as `id:base64key[,id:base64key…]` (32 random bytes each; the first
+    /// seals, all open). Create one with `promptops keys generate`. Without it a key is
+    /// generated into --key-file, fine for a laptop but not for a cluster.
+    #[arg(long, env = "PROMPTOPS_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+
+    /// Where the generated key is kept when --encryption-keys is not set.
+    #[arg(long, env = "PROMPTOPS_KEY_FILE", default_value = "./data/encryption.key")]
+    pub key_file: PathBuf,
+
+    /// bcrypt cost for new password hashes (4-31; each step doubles the work).
+    #[arg(long, env = "PROMPTOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+}
+
+/// Settings of the web front: sessions, public URL, client addresses.
+#[derive(Debug, Clone, Args)]
+pub struct WebSettings {
+    /// The URL people open, e.g. `https://promptops.example.com`. Decides the `Secure`
+    /// cookie flag, HSTS and the allowed `Origin`. Defaults to `http://<listen>`.
+    #[arg(long, env = "PROMPTOPS_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+
+    /// A session ends after this long without a request (sliding).
+    #[arg(long, env = "PROMPTOPS_SESSION_TTL", default_value = "8h", value_parser = humantime::parse_duration)]
+    pub session_ttl: Duration,
+
+    /// A session ends this long after login, however active.
+    #[arg(long, env = "PROMPTOPS_SESSION_MAX_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub session_max_lifetime: Duration,
+
+    /// Take the client address from this header (e.g. `x-forwarded-for`, last entry)
+    /// instead of the TCP peer. Set it only behind a proxy that always sets it.
+    #[arg(long, env = "PROMPTOPS_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+
+    /// Serve /metrics (and the probes) on this second address instead of the main one.
+    #[arg(long, env = "PROMPTOPS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Password of the `admin` user created on first start (no users yet). Without it a
+    /// password is generated and printed once in the log.
+    #[arg(long, env = "PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub bootstrap_admin_password: Option<String>,
 }

@@ -11,7 +11,8 @@ use tokio::sync::Mutex;
 use super::interpolate::Env;
 use super::load::RawConfigSet;
 use super::store::{ConfigSnapshot, ConfigStore, RejectedConfig};
-use crate::db::repositories::config_reloads::{self, ReloadRecord};
+use crate::db::repositories::audit::{self, NewAuditEntry};
+use crate::db::repositories::config_reloads::{self, ConfigReload, ReloadRecord};
 use crate::telemetry::metrics::Metrics;
 
 /// What one reload did.
@@ -30,6 +31,7 @@ pub enum ReloadOutcome {
 #[derive(Debug)]
 pub struct ConfigReloader {
     dir: PathBuf,
+    dir_display: String,
     env: Arc<dyn Env>,
     store: Arc<ConfigStore>,
     db: SqlitePool,
@@ -50,7 +52,15 @@ impl ConfigReloader {
         let mut conn = db.acquire().await?;
         let last = config_reloads::max_generation(&mut conn).await?.unwrap_or(0);
         drop(conn);
-        Ok(Self { dir, env, store, db, metrics, last_generation: Mutex::new(u64::try_from(last).unwrap_or(0)) })
+        Ok(Self {
+            dir_display: dir.display().to_string(),
+            dir,
+            env,
+            store,
+            db,
+            metrics,
+            last_generation: Mutex::new(u64::try_from(last).unwrap_or(0)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -78,15 +88,17 @@ impl ConfigReloader {
             Ok(config) => {
                 let generation = *last_generation + 1;
                 *last_generation = generation;
+                // Recorded first, so whoever sees generation N live finds it in the history.
+                let record = ReloadRecord::Applied { generation: i64::try_from(generation).unwrap_or(i64::MAX) };
+                self.record(&sha256, &record, now).await;
                 self.store.apply(ConfigSnapshot { generation, sha256: sha256.clone(), loaded_at: now, config });
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 tracing::info!(generation, sha256 = %sha256, dir = %self.dir.display(), "config applied");
-                let record = ReloadRecord::Applied { generation: i64::try_from(generation).unwrap_or(i64::MAX) };
-                self.record(&sha256, &record, now).await;
                 ReloadOutcome::Applied { generation }
             }
             Err(e) => {
                 let error = e.to_string();
+                self.record(&sha256, &ReloadRecord::Rejected { error: &error }, now).await;
                 self.store.reject(RejectedConfig { sha256: sha256.clone(), error: error.clone(), at: now });
                 self.metrics.config_reload_failures.inc();
                 tracing::warn!(
@@ -96,19 +108,39 @@ impl ConfigReloader {
                     live_generation = self.store.current().map(|s| s.generation),
                     "config rejected; the last good config stays live"
                 );
-                self.record(&sha256, &ReloadRecord::Rejected { error: &error }, now).await;
                 ReloadOutcome::Rejected { error }
             }
         }
     }
 
-    /// History is for admins; a database hiccup must not undo a reload already live.
+    /// The most recent reload attempts, newest first.
+    pub async fn history(&self, limit: i64) -> Result<Vec<ConfigReload>, sqlx::Error> {
+        config_reloads::recent(&mut *self.db.acquire().await?, limit).await
+    }
+
+    /// History and audit are for admins; a database hiccup must not undo a reload
+    /// already live.
     async fn record(&self, sha256: &str, record: &ReloadRecord<'_>, at: chrono::DateTime<Utc>) {
-        let written = match self.db.acquire().await {
-            Ok(mut conn) => config_reloads::insert(&mut conn, sha256, record, at).await,
-            Err(e) => Err(e),
+        let written = async {
+            let mut tx = self.db.begin().await?;
+            config_reloads::insert(&mut tx, sha256, record, at).await?;
+            let (outcome, detail) = match record {
+                ReloadRecord::Applied { generation } => {
+                    ("success", format!("generation {generation}, sha256 {sha256}"))
+                }
+                ReloadRecord::Rejected { error } => ("failure", format!("sha256 {sha256}: {error}")),
+            };
+            let entry = NewAuditEntry {
+                action: "config.reload",
+                target: Some(&self.dir_display),
+                outcome,
+                detail: Some(&detail),
+                ..NewAuditEntry::default()
+            };
+            audit::insert(&mut tx, &entry, at).await?;
+            tx.commit().await
         };
-        if let Err(e) = written {
+        if let Err(e) = written.await {
             tracing::error!(error = %e, "cannot record the config reload in the database");
         }
     }

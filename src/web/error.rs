@@ -1,17 +1,80 @@
-//! The JSON error body every API route answers with: `{"error": {"code", "message"}}`.
-//! 5xx bodies stay generic; the detail is logged once, inside the request's span.
+//! Errors of the HTTP adapter. API routes answer `{"error": {"code", "message"}}`; pages
+//! answer the error page. 5xx bodies stay generic; the detail is logged once, in the
+//! request's span.
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::LoginError;
+use crate::auth::users::UserError;
+use crate::auth::vault::VaultError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("no route for this path")]
-    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("too many attempts; try again later")]
+    TooManyRequests(Duration),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Unprocessable(_) => "invalid",
+            Self::TooManyRequests(_) => "too_many_requests",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The message a client may see: internal details stay in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                "internal error; see the server log".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
 }
 
 #[derive(Serialize)]
@@ -27,18 +90,81 @@ struct Detail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no route for this path".to_owned()),
-            Self::Internal(e) => {
-                tracing::error!(error = format!("{e:#}"), "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned())
-            }
-        };
-        let body = Body { error: Detail { code, message: &message } };
-        (status, Json(body)).into_response()
+        let status = self.status();
+        let message = self.public_message();
+        let mut response =
+            (status, Json(Body { error: Detail { code: self.code(), message: &message } })).into_response();
+        if let Self::TooManyRequests(wait) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after(wait));
+        }
+        response
     }
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+/// Whole seconds, rounded up, at least 1.
+pub fn retry_after(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid(message) => Self::Unprocessable(message),
+            UserError::Exists => Self::Conflict(e.to_string()),
+            UserError::NotFound => Self::NotFound("no such user"),
+            UserError::LastAdmin => Self::Conflict(e.to_string()),
+            UserError::WrongPassword => Self::Forbidden("the current password is wrong"),
+            UserError::Hash(_) | UserError::Db(_) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Invalid(message) => Self::Unprocessable(message),
+            VaultError::Open(_) | VaultError::Db(_) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Invalid => Self::Unauthorized("wrong user name or password"),
+            LoginError::Throttled(wait) => Self::TooManyRequests(wait),
+            LoginError::Users(e) => e.into(),
+            LoginError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// JSON body extractor whose rejections are JSON errors with the reason.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
 }

@@ -1,27 +1,43 @@
-//! The HTTP adapter: routes, request ids, per-request logs and metrics.
+//! The HTTP adapter: routes for pages, the JSON API, static files and probes; request
+//! ids, logs and metrics per request; security headers; the session and CSRF gate.
 //! Handlers parse and render; rules live in the services they call.
 
+pub mod api;
+pub mod assets;
+pub mod context;
 pub mod error;
 pub mod observe;
+pub mod pages;
 pub mod probes;
+pub mod security;
+pub mod session;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRef;
-use axum::routing::get;
+use axum::extract::{FromRef, Request};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use sqlx::SqlitePool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::config::ConfigStore;
+use crate::auth::AuthService;
+use crate::auth::vault::TokenVault;
+use crate::config::{ConfigReloader, ConfigStore};
 use crate::telemetry::metrics::Metrics;
+use context::WebContext;
 
 /// What handlers share; every field is cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: SqlitePool,
     pub config: Arc<ConfigStore>,
+    pub reloader: Arc<ConfigReloader>,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<AuthService>,
+    pub vault: Arc<TokenVault>,
+    pub web: Arc<WebContext>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -30,14 +46,58 @@ impl FromRef<AppState> for Arc<Metrics> {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(probes::healthz))
-        .route("/readyz", get(probes::readyz))
-        .route("/metrics", get(probes::metrics))
-        .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Everything: pages, API, static files, probes and metrics.
+    All,
+    /// Everything but `/metrics`, which has its own listener.
+    AllButMetrics,
+    /// Only the probes and `/metrics`, for a separate listener.
+    OpsOnly,
+}
+
+pub fn router(state: AppState, exposure: Exposure) -> Router {
+    let mut router = Router::new().route("/healthz", get(probes::healthz)).route("/readyz", get(probes::readyz));
+    if exposure != Exposure::AllButMetrics {
+        router = router.route("/metrics", get(probes::metrics));
+    }
+    if exposure != Exposure::OpsOnly {
+        router = router
+            .route("/static/{*path}", get(assets::serve))
+            .nest("/api/v1", api::routes())
+            .route("/", get(pages::home))
+            .route("/login", get(pages::auth::page).post(pages::auth::submit))
+            .route("/logout", post(pages::auth::logout))
+            .route("/settings", get(pages::settings::page))
+            .route("/settings/password", post(pages::settings::change_password))
+            .route("/settings/credentials/{service}", post(pages::settings::set_token))
+            .route("/settings/credentials/{service}/remove", post(pages::settings::remove_token))
+            .route("/admin", get(pages::admin::index))
+            .route("/admin/users", get(pages::admin::users).post(pages::admin::create_user))
+            .route("/admin/users/{id}/role", post(pages::admin::set_role))
+            .route("/admin/users/{id}/disable", post(pages::admin::disable))
+            .route("/admin/users/{id}/enable", post(pages::admin::enable))
+            .route("/admin/users/{id}/reset-password", post(pages::admin::reset_password))
+            .route("/admin/config", get(pages::admin::config))
+            .route("/admin/audit", get(pages::admin::audit));
+    }
+    router
+        .fallback(fallback)
+        .layer(from_fn_with_state(state.clone(), session::csrf_guard))
+        .layer(from_fn_with_state(state.clone(), session::load_session))
+        .layer(from_fn_with_state(state.clone(), security::headers))
+        .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// JSON 404 under `/api/`, the 404 page elsewhere.
+async fn fallback(request: Request) -> Response {
+    if session::is_api(request.uri().path()) {
+        error::ApiError::NotFound("no route for this path").into_response()
+    } else {
+        pages::not_found().await
+    }
 }

@@ -151,3 +151,121 @@ fn bad_settings_are_refused_with_the_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid value 'soon' for '--config-debounce"), "{stderr}");
 }
+
+#[tokio::test]
+async fn first_start_prints_a_generated_admin_password_once_and_logs_never_hold_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(&dir.path().join("config"), &example_config());
+    let start = |level: &str| {
+        let port = free_port();
+        let child = promptops(dir.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-level", level])
+            .env("PROMPTOPS_BCRYPT_COST", "4")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (port, child)
+    };
+    let (port, mut child) = start("debug");
+    wait_ready(port, &mut child).await;
+    signal(&child, "TERM");
+    let first = String::from_utf8_lossy(&wait_exit(child).stderr).into_owned();
+    let line = first.lines().find(|l| l.contains("created the first admin account")).expect("the password line");
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    let password = entry["password"].as_str().unwrap().to_owned();
+    assert_eq!(password.len(), 20);
+    assert!(first.contains("NO ENCRYPTION KEYS CONFIGURED"), "the generated key is announced loudly");
+    assert!(dir.path().join("data/encryption.key").exists());
+
+    // Second start: same database, no new password; use it to store a token.
+    let (port, mut child) = start("trace");
+    wait_ready(port, &mut child).await;
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = "log-canary-PAT-7f3a9c2e1b";
+    let stored = client
+        .put(format!("{base}/api/v1/me/credentials/jira"))
+        .header("x-csrf-token", login["csrf_token"].as_str().unwrap())
+        .json(&serde_json::json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    signal(&child, "TERM");
+    let second = String::from_utf8_lossy(&wait_exit(child).stderr).into_owned();
+    assert!(!second.contains("created the first admin account"), "the password is printed on the first start only");
+    assert!(second.contains("/api/v1/me/credentials/{service}"), "the request was logged at trace level");
+    for log in [&first, &second] {
+        assert!(!log.contains(token), "a stored token reached the log");
+    }
+    assert!(!second.contains(&password), "the admin password is not logged again");
+}
+
+#[test]
+fn user_add_generates_or_reads_a_password_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("promptops.db").display());
+    let add = |args: &[&str], stdin: &str| {
+        let mut child = promptops(dir.path())
+            .args(["user", "add"])
+            .args(args)
+            .args(["--database-url", &url, "--bcrypt-cost", "4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let generated = add(&["grace", "--admin"], "");
+    let stdout = String::from_utf8_lossy(&generated.stdout);
+    assert!(generated.status.success(), "{stdout}{}", String::from_utf8_lossy(&generated.stderr));
+    assert!(stdout.starts_with("created admin user grace\npassword: "), "{stdout}");
+
+    let given = add(&["heidi", "--password-stdin"], "heidi-password-1\n");
+    let stdout = String::from_utf8_lossy(&given.stdout);
+    assert!(given.status.success());
+    assert_eq!(stdout, "created user user heidi\n");
+
+    let duplicate = add(&["Heidi"], "");
+    assert_eq!(duplicate.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("a user with this name already exists"));
+    let weak = add(&["ivan", "--password-stdin"], "short\n");
+    assert_eq!(weak.status.code(), Some(1));
+}
+
+#[test]
+fn keys_generate_prints_a_usable_key_and_rotate_reseals() {
+    let dir = tempfile::tempdir().unwrap();
+    let generate = promptops(dir.path()).args(["keys", "generate", "--id", "k2"]).output().unwrap();
+    assert!(generate.status.success());
+    let new_key = String::from_utf8(generate.stdout).unwrap().trim().to_owned();
+    assert!(new_key.starts_with("k2:"), "{new_key}");
+
+    // A database whose token was sealed under the generated key file, then rotated to k2.
+    let url = format!("sqlite://{}", dir.path().join("promptops.db").display());
+    let rotate = |keys: Option<&str>| {
+        let mut command = promptops(dir.path());
+        command.args(["keys", "rotate", "--database-url", &url]);
+        if let Some(keys) = keys {
+            command.env("PROMPTOPS_ENCRYPTION_KEYS", keys);
+        }
+        command.output().unwrap()
+    };
+    let nothing = rotate(None);
+    assert!(nothing.status.success(), "{}", String::from_utf8_lossy(&nothing.stderr));
+    assert!(String::from_utf8_lossy(&nothing.stdout).starts_with("re-sealed 0 token(s) under key local-"));
+    let bad = rotate(Some("k2:not-base64"));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&bad.stderr).contains("not-base64"), "key material is never echoed");
+}

@@ -7,13 +7,17 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use promptops::app::Application;
-use promptops::settings::{DatabaseSettings, ServeSettings};
+use promptops::auth::keys::Keyring;
+use promptops::settings::{DatabaseSettings, SecuritySettings, ServeSettings, WebSettings};
 use promptops::web::AppState;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::configmap::{KubeletDir, config_version, example_config, write_files};
+
+/// The password of the `admin` account every test app starts with.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -40,6 +44,12 @@ pub struct AppOptions {
     pub poll_interval: Duration,
     /// Reuse the data folder of an earlier app (restart).
     pub data_dir: Option<PathBuf>,
+    /// `PROMPTOPS_ENCRYPTION_KEYS`; a fresh key when `None`.
+    pub encryption_keys: Option<String>,
+    pub public_url: Option<String>,
+    pub session_ttl: Duration,
+    pub client_ip_header: Option<String>,
+    pub metrics_listen: bool,
 }
 
 impl Default for AppOptions {
@@ -51,6 +61,11 @@ impl Default for AppOptions {
             skip_migrations: false,
             poll_interval: Duration::from_secs(30),
             data_dir: None,
+            encryption_keys: None,
+            public_url: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            client_ip_header: None,
+            metrics_listen: false,
         }
     }
 }
@@ -58,6 +73,8 @@ impl Default for AppOptions {
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// The separate metrics listener, when one was asked for.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub state: AppState,
     pub config_dir: PathBuf,
@@ -93,14 +110,29 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         config_debounce: Duration::from_millis(50),
         config_poll_interval: options.poll_interval,
         shutdown_timeout: Duration::from_secs(5),
+        security: SecuritySettings {
+            encryption_keys: Some(options.encryption_keys.clone().unwrap_or_else(|| Keyring::generate_spec("test"))),
+            key_file: data_dir.join("encryption.key"),
+            bcrypt_cost: 4,
+        },
+        web: WebSettings {
+            public_url: options.public_url.as_deref().map(|u| u.parse().unwrap()),
+            session_ttl: options.session_ttl,
+            session_max_lifetime: Duration::from_secs(7 * 24 * 3600),
+            client_ip_header: options.client_ip_header.clone(),
+            metrics_listen: options.metrics_listen.then(|| "127.0.0.1:0".parse().unwrap()),
+            bootstrap_admin_password: Some(ADMIN_PASSWORD.into()),
+        },
     };
     let app = Application::build(&settings, Arc::new(options.env.clone())).await.unwrap();
     let addr = app.local_addr().unwrap();
+    let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         base: format!("http://{addr}"),
+        metrics_base,
         client: reqwest::Client::new(),
         state,
         config_dir,
@@ -158,9 +190,119 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A client with its own cookie jar, signed in through the API.
+    pub async fn login(&self, username: &str, password: &str) -> Session {
+        let client =
+            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login of {username} failed: {}", response.text().await.unwrap());
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.contains("promptops_session="))
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        Session {
+            base: self.base.clone(),
+            client,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            set_cookie: cookie,
+        }
+    }
+
+    pub async fn admin(&self) -> Session {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user through the admin API and signs them in.
+    pub async fn user(&self, name: &str) -> Session {
+        let admin = self.admin().await;
+        let password = format!("{name}-password-123");
+        let response = admin
+            .post("/api/v1/admin/users", &serde_json::json!({"username": name, "password": password, "role": "user"}))
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        self.login(name, &password).await
+    }
+
     /// Stops the app as SIGTERM would and returns what `run` returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.handle.await.unwrap()
+    }
+}
+
+/// A signed-in client: cookie jar plus the session's CSRF token.
+#[derive(Debug)]
+pub struct Session {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub csrf: String,
+    /// The `Set-Cookie` header the login answered with.
+    pub set_cookie: String,
+}
+
+impl Session {
+    /// The cookie value (`name=value`) as a browser would send it back.
+    pub fn cookie(&self) -> String {
+        self.set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .put(format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .patch(format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(format!("{}{path}", self.base)).header("x-csrf-token", &self.csrf).send().await.unwrap()
+    }
+
+    /// A form post as a browser sends it, with the CSRF field.
+    pub async fn form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = fields.to_vec();
+        fields.push(("csrf_token", &self.csrf));
+        self.client.post(format!("{}{path}", self.base)).form(&fields).send().await.unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
     }
 }

@@ -2,6 +2,8 @@
 // Test helpers panic on purpose: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod accounts;
+mod admin;
 mod cli;
 mod config_check;
 mod config_reload;
@@ -9,3 +11,5 @@ mod config_reload;
 mod configmap;
 mod helpers;
 mod probes;
+mod security;
+mod vault;

@@ -91,12 +91,15 @@ async fn request_ids_are_kept_or_made() {
 }
 
 #[tokio::test]
-async fn unknown_routes_answer_a_json_404() {
+async fn unknown_routes_answer_404_as_json_under_the_api_and_as_a_page_elsewhere() {
     let app = spawn_app().await;
-    let response = app.get("/no/such/thing").await;
-    assert_eq!(response.status(), 404);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let api = app.get("/api/v1/no/such/thing").await;
+    assert_eq!(api.status(), 404);
+    let body: serde_json::Value = api.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+    let page = app.get("/no/such/thing").await;
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("Page not found"));
     app.stop().await.unwrap();
 }
 

@@ -1,0 +1,194 @@
+//! `/api/v1/admin/…`: config status and history, users, audit log. Admins only.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::model::{Role, User, Username};
+use crate::db::repositories::audit::AuditEntry;
+use crate::db::repositories::config_reloads::ConfigReload;
+use crate::web::AppState;
+use crate::web::error::{ApiError, ApiJson};
+use crate::web::pages::admin::AuditQuery;
+use crate::web::session::{AdminUser, ClientAddr};
+
+#[derive(Debug, Serialize)]
+pub struct ConfigStatus {
+    generation: Option<u64>,
+    sha256: Option<String>,
+    loaded_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+pub async fn config(State(state): State<AppState>, AdminUser(_): AdminUser) -> ApiJson<ConfigStatus> {
+    let live = state.config.current();
+    ApiJson(ConfigStatus {
+        generation: live.as_ref().map(|s| s.generation),
+        sha256: live.as_ref().map(|s| s.sha256.clone()),
+        loaded_at: live.as_ref().map(|s| s.loaded_at),
+        last_error: state.config.last_rejected().map(|r| r.error),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReloadEntry {
+    generation: Option<i64>,
+    sha256: String,
+    outcome: String,
+    error: Option<String>,
+    occurred_at: DateTime<Utc>,
+}
+
+impl From<ConfigReload> for ReloadEntry {
+    fn from(r: ConfigReload) -> Self {
+        Self {
+            generation: r.generation,
+            sha256: r.sha256,
+            outcome: r.outcome,
+            error: r.error,
+            occurred_at: r.occurred_at,
+        }
+    }
+}
+
+pub async fn reloads(
+    State(state): State<AppState>,
+    AdminUser(_): AdminUser,
+) -> Result<ApiJson<Vec<ReloadEntry>>, ApiError> {
+    Ok(ApiJson(state.reloader.history(100).await?.into_iter().map(ReloadEntry::from).collect()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserEntry {
+    id: i64,
+    username: String,
+    role: Role,
+    disabled: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserEntry {
+    fn from(u: User) -> Self {
+        Self { id: u.id, username: u.username, role: u.role, disabled: u.disabled, created_at: u.created_at }
+    }
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    AdminUser(_): AdminUser,
+) -> Result<ApiJson<Vec<UserEntry>>, ApiError> {
+    Ok(ApiJson(state.auth.users.list().await?.into_iter().map(UserEntry::from).collect()))
+}
+
+pub async fn user(
+    State(state): State<AppState>,
+    AdminUser(_): AdminUser,
+    Path(id): Path<i64>,
+) -> Result<ApiJson<UserEntry>, ApiError> {
+    Ok(ApiJson(state.auth.users.get(id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    #[serde(default = "default_role")]
+    role: Role,
+    password: Option<SecretString>,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+#[derive(Serialize)]
+pub struct IssuedUser {
+    user: UserEntry,
+    /// Present when the password was generated: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    ApiJson(request): ApiJson<NewUser>,
+) -> Result<(StatusCode, ApiJson<IssuedUser>), ApiError> {
+    let username = Username::parse(&request.username).map_err(ApiError::Unprocessable)?;
+    let issued = state.auth.users.create(&username, request.password, request.role, &client.actor(&session)).await?;
+    let password = issued.generated_password.map(|p| p.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, ApiJson(IssuedUser { user: issued.user.into(), password })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    role: Option<Role>,
+    disabled: Option<bool>,
+}
+
+pub async fn update_user(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+    ApiJson(update): ApiJson<UserUpdate>,
+) -> Result<ApiJson<UserEntry>, ApiError> {
+    let actor = client.actor(&session);
+    let mut user = state.auth.users.get(id).await?;
+    if let Some(role) = update.role.filter(|r| *r != user.role) {
+        user = state.auth.users.set_role(id, role, &actor).await?;
+    }
+    if let Some(disabled) = update.disabled.filter(|d| *d != user.disabled) {
+        user = state.auth.users.set_disabled(id, disabled, &actor).await?;
+    }
+    Ok(ApiJson(user.into()))
+}
+
+#[derive(Serialize)]
+pub struct NewPassword {
+    password: String,
+}
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPassword").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for IssuedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedUser").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+pub async fn reset_password(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<ApiJson<NewPassword>, ApiError> {
+    let issued = state.auth.users.reset_password(id, &client.actor(&session)).await?;
+    let password = issued.generated_password.map(|p| p.expose_secret().to_owned()).unwrap_or_default();
+    Ok(ApiJson(NewPassword { password }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    entries: Vec<AuditEntry>,
+    page: u32,
+    has_more: bool,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    AdminUser(_): AdminUser,
+    Query(query): Query<AuditQuery>,
+) -> Result<ApiJson<AuditPage>, ApiError> {
+    let page = query.page.unwrap_or(1).max(1);
+    let (entries, has_more) = state.auth.audit.page(&query.filter(), page).await?;
+    Ok(ApiJson(AuditPage { entries, page, has_more }))
+}

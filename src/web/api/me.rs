@@ -1,0 +1,90 @@
+//! `/api/v1/me`: who am I, my tokens (hints only), my password.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::model::Service;
+use crate::auth::vault::CredentialStatus;
+use crate::web::AppState;
+use crate::web::error::{ApiError, ApiJson};
+use crate::web::session::{ClientAddr, CurrentUser};
+
+#[derive(Debug, Serialize)]
+pub struct Me {
+    username: String,
+    role: String,
+    csrf_token: String,
+    credentials: BTreeMap<&'static str, CredentialStatus>,
+}
+
+pub async fn me(State(state): State<AppState>, CurrentUser(session): CurrentUser) -> Result<ApiJson<Me>, ApiError> {
+    let credentials =
+        state.vault.statuses(session.user.id).await?.into_iter().map(|s| (s.service.as_str(), s)).collect();
+    Ok(ApiJson(Me {
+        username: session.user.username.clone(),
+        role: session.user.role.to_string(),
+        csrf_token: session.csrf_token.clone(),
+        credentials,
+    }))
+}
+
+fn service(raw: &str) -> Result<Service, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("no such service: use jira or confluence"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    token: SecretString,
+}
+
+pub async fn set_credential(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    client: ClientAddr,
+    Path(raw): Path<String>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<ApiJson<CredentialStatus>, ApiError> {
+    let service = service(&raw)?;
+    Ok(ApiJson(state.vault.set(session.user.id, service, &request.token, &client.actor(&session)).await?))
+}
+
+pub async fn remove_credential(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    client: ClientAddr,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let service = service(&raw)?;
+    state.vault.remove(session.user.id, service, &client.actor(&session)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordRequest {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    client: ClientAddr,
+    ApiJson(request): ApiJson<PasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .users
+        .change_own_password(
+            &session.user,
+            &request.current_password,
+            &request.new_password,
+            &session.session_id,
+            &client.actor(&session),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,32 @@
+//! The JSON API under `/api/v1/`: the scriptable twin of every page action.
+//! Same services, same rules; errors are `{"error": {"code", "message"}}`.
+
+pub mod admin;
+pub mod auth;
+pub mod me;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use super::AppState;
+use super::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(me::me))
+        .route("/me/password", put(me::change_password))
+        .route("/me/credentials/{service}", put(me::set_credential).delete(me::remove_credential))
+        .route("/admin/config", get(admin::config))
+        .route("/admin/config/reloads", get(admin::reloads))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{id}", get(admin::user).patch(admin::update_user))
+        .route("/admin/users/{id}/password", post(admin::reset_password))
+        .route("/admin/audit", get(admin::audit))
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no API route for this path")
+}

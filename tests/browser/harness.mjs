@@ -1,0 +1,155 @@
+// Browser test harness: a real `promptops serve` on a loopback port, in its own temp dir with
+// a copy of the example config/, and Debian's headless Chromium driven by playwright-core.
+// Run through scripts/test-browser, which installs Chromium and node_modules when needed.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+/** A port that was free a moment ago on 127.0.0.1. */
+async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Starts `promptops serve` and waits until GET /readyz answers 200.
+ *
+ * The child gets the parent's environment without any PROMPTOPS_* variable, plus `env`.
+ * Returns { baseUrl, dir, logs(), stop() }; stop() sends SIGTERM, waits for the exit
+ * (SIGKILL after 10 s) and removes the temp dir.
+ */
+export async function startPromptops({ env = {}, readyTimeoutMs = READY_TIMEOUT_MS } = {}) {
+  const bin = process.env.PROMPTOPS_BIN;
+  if (!bin) {
+    throw new Error(
+      'PROMPTOPS_BIN is not set: point it at a built promptops binary ' +
+        '(scripts/test-browser defaults it to $CARGO_TARGET_DIR/debug/promptops)',
+    );
+  }
+
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'promptops-browser-'));
+  await cp(path.join(repoRoot, 'config'), path.join(dir, 'config'), { recursive: true });
+
+  const childEnv = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => !key.startsWith('PROMPTOPS_')),
+  );
+  Object.assign(childEnv, env);
+
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const lines = [];
+  const child = spawn(
+    path.resolve(bin),
+    ['serve', '--listen', `127.0.0.1:${port}`, '--log-format', 'json'],
+    { cwd: dir, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  createInterface({ input: child.stderr }).on('line', (line) => lines.push(line));
+  createInterface({ input: child.stdout }).on('line', (line) => lines.push(`[stdout] ${line}`));
+
+  let exited = null; // { code, signal } once the process is gone
+  const exit = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+  });
+  // 'close' comes once stdout/stderr are drained; a grandchild holding them could delay
+  // it forever, so it is only ever awaited with a bound.
+  const closed = once(child, 'close').catch(() => {});
+  let spawnError = null;
+  child.on('error', (err) => {
+    spawnError = err;
+  });
+
+  const logs = () => [...lines];
+  let stopping = null;
+  const stop = () => {
+    stopping ??= (async () => {
+      if (!spawnError) {
+        if (!exited) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+          await exit;
+          clearTimeout(timer);
+        }
+        await Promise.race([closed, sleep(1_000)]);
+      }
+      await rm(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+  const fail = async (why) => {
+    await stop();
+    const log = lines.length ? lines.join('\n') : '(no output)';
+    return new Error(`promptops (${bin}) ${why}\n--- promptops log ---\n${log}\n--- end of log ---`);
+  };
+
+  const deadline = Date.now() + readyTimeoutMs;
+  let last = 'no answer yet';
+  for (;;) {
+    if (spawnError) throw await fail(`could not be started: ${spawnError.message}`);
+    if (exited) {
+      throw await fail(`exited before it was ready (code ${exited.code}, signal ${exited.signal})`);
+    }
+    try {
+      const res = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+      last = `GET /readyz answered ${res.status}`;
+    } catch (err) {
+      last = `GET /readyz failed: ${err.cause?.code ?? err.message}`;
+    }
+    if (Date.now() > deadline) {
+      throw await fail(`was not ready on ${baseUrl} within ${readyTimeoutMs} ms (${last})`);
+    }
+    await sleep(100);
+  }
+
+  return { baseUrl, dir, logs, stop };
+}
+
+/** Headless Debian Chromium (see scripts/ensure-chromium). */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      // Without these Chromium phones home at start, and here such connections are refused.
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/** Full-page PNG into $PROMPTOPS_SCREENSHOT_DIR (default <repo>/target/screenshots); returns the path. */
+export async function screenshot(page, name) {
+  const dir = process.env.PROMPTOPS_SCREENSHOT_DIR || path.join(repoRoot, 'target', 'screenshots');
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
