@@ -17,8 +17,10 @@ use crate::auth::session::SessionService;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::users::UserService;
 use crate::auth::vault::TokenVault;
+use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
 use crate::db;
+use crate::llm::LlmClient;
 use crate::settings::{SecuritySettings, ServeSettings};
 use crate::telemetry::metrics::Metrics;
 use crate::web::context::WebContext;
@@ -80,6 +82,14 @@ impl Application {
             );
         }
         let vault = Arc::new(TokenVault::new(pool.clone(), keyring, audit));
+        let chat = Arc::new(ChatService::new(pool.clone(), store.clone(), Arc::new(LlmClient::new()), metrics.clone()));
+        let interrupted = chat.recover().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "answers cut off by the last stop were marked failed (their text so far is kept)"
+            );
+        }
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -111,6 +121,7 @@ impl Application {
                 metrics,
                 auth,
                 vault,
+                chat,
                 web: Arc::new(WebContext::new(&public_url, client_ip_header)),
             },
             watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },

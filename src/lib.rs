@@ -4,9 +4,11 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod llm;
 pub mod settings;
 pub mod telemetry;
 pub mod web;

@@ -19,6 +19,27 @@ pub struct ServiceConfig {
     /// MCP servers by name.
     #[serde(default)]
     pub mcp_servers: BTreeMap<String, McpServer>,
+    /// What one user may ask of the service.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Per-user limits on chat.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Messages a user may send per minute (a burst of this many, refilled evenly).
+    pub requests_per_minute: u32,
+    /// Answers being generated for one user at the same time.
+    pub concurrent_generations: u32,
+    /// Longest message a user may send, in characters.
+    pub max_message_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { requests_per_minute: 20, concurrent_generations: 3, max_message_chars: 32_000 }
+    }
 }
 
 /// One LLM endpoint: where requests go and how patiently.
@@ -34,6 +55,60 @@ pub struct Endpoint {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Requests to this endpoint in flight at once, over all users; more wait their turn.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// How to read the answer; OpenAI-compatible unless said otherwise.
+    #[serde(default)]
+    pub response: ResponseFormat,
+}
+
+fn default_max_concurrency() -> u32 {
+    16
+}
+
+/// The shape of an endpoint's answers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    /// OpenAI chat completions: SSE chunks when streaming, one JSON object otherwise.
+    #[default]
+    Openai,
+    /// A company LLM with its own shape: how the body is framed and where each part is,
+    /// as JSON pointers (RFC 6901) into every chunk (or the one JSON body).
+    Custom(CustomResponse),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomResponse {
+    pub framing: Framing,
+    /// Pointer to the text (a delta when streaming), e.g. `/output/text`.
+    pub text: String,
+    /// Pointer to tool calls in OpenAI's `tool_calls` shape.
+    #[serde(default)]
+    pub tool_calls: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub prompt_tokens: Option<String>,
+    #[serde(default)]
+    pub completion_tokens: Option<String>,
+    /// A data line that ends the stream, such as `[DONE]`.
+    #[serde(default)]
+    pub done_marker: Option<String>,
+}
+
+/// How a response body is cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// Server-sent events, one JSON chunk per `data:` event.
+    Sse,
+    /// One JSON chunk per line.
+    Ndjson,
+    /// One JSON body, no streaming.
+    Json,
 }
 
 /// Limits on one LLM request. Written as durations: `"500ms"`, `"30s"`, `"2m"`.

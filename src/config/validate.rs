@@ -9,7 +9,7 @@ use url::Url;
 
 use super::interpolate::references_env;
 use super::load::{ConfigFile, ConfigIssue};
-use super::model::{Config, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ServiceConfig};
+use super::model::{Config, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ResponseFormat, ServiceConfig};
 use super::template;
 
 /// Header names that carry credentials; their values must come from `${env:…}`.
@@ -99,6 +99,29 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
                 issue(format!("{path}.timeouts.{field}"), "must be longer than zero".into());
             }
         }
+        if endpoint.max_concurrency == 0 {
+            issue(format!("{path}.max_concurrency"), "must be at least 1".into());
+        }
+        if let ResponseFormat::Custom(custom) = &endpoint.response {
+            let pointers = [
+                ("text", Some(&custom.text)),
+                ("tool_calls", custom.tool_calls.as_ref()),
+                ("finish_reason", custom.finish_reason.as_ref()),
+                ("prompt_tokens", custom.prompt_tokens.as_ref()),
+                ("completion_tokens", custom.completion_tokens.as_ref()),
+            ];
+            for (field, pointer) in pointers {
+                if let Some(pointer) = pointer
+                    && !pointer.is_empty()
+                    && !pointer.starts_with('/')
+                {
+                    issue(
+                        format!("{path}.response.{field}"),
+                        format!("{pointer:?} is not a JSON pointer (it starts with /)"),
+                    );
+                }
+            }
+        }
         let r = &endpoint.retry;
         if r.max_attempts == 0 {
             issue(format!("{path}.retry.max_attempts"), "must be at least 1 (1 means no retries)".into());
@@ -113,6 +136,16 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
                     format!("{status} is not an HTTP error status (400-599)"),
                 );
             }
+        }
+    }
+    let limits = &service.limits;
+    for (field, value) in [
+        ("requests_per_minute", u64::from(limits.requests_per_minute)),
+        ("concurrent_generations", u64::from(limits.concurrent_generations)),
+        ("max_message_chars", limits.max_message_chars as u64),
+    ] {
+        if value == 0 {
+            issue(format!("limits.{field}"), "must be at least 1".into());
         }
     }
     for (name, server) in &service.mcp_servers {

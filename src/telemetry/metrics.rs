@@ -17,6 +17,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of a finished generation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `complete`, `cancelled` or `failed`.
+    pub outcome: String,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -28,6 +35,10 @@ pub struct Metrics {
     pub config_reload_failures: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_request_duration: HistogramFamily,
+    /// Answers generated, by outcome.
+    pub generations: Family<OutcomeLabels, Counter>,
+    /// Time from asking the LLM to its first token.
+    pub llm_first_token_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -60,7 +71,23 @@ impl Metrics {
             "Time from receiving a request to sending its response head",
             http_request_duration.clone(),
         );
-        Self { registry, config_generation, config_reload_failures, http_requests, http_request_duration }
+        let generations = Family::<OutcomeLabels, Counter>::default();
+        registry.register("generations", "Answers generated, by outcome", generations.clone());
+        let llm_first_token_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "llm_first_token_seconds",
+            "Time from sending a request to the LLM to its first token",
+            llm_first_token_seconds.clone(),
+        );
+        Self {
+            registry,
+            config_generation,
+            config_reload_failures,
+            http_requests,
+            http_request_duration,
+            generations,
+            llm_first_token_seconds,
+        }
     }
 
     /// The registry in the Prometheus/OpenMetrics text format.

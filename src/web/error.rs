@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::auth::LoginError;
 use crate::auth::users::UserError;
 use crate::auth::vault::VaultError;
+use crate::chat::ChatError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,8 +29,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
-    #[error("too many attempts; try again later")]
-    TooManyRequests(Duration),
+    #[error("{1}")]
+    TooManyRequests(Duration, String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -43,7 +50,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Rejected { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,7 +66,10 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Unprocessable(_) => "invalid",
-            Self::TooManyRequests(_) => "too_many_requests",
+            Self::TooManyRequests(..) => "too_many_requests",
+            Self::PayloadTooLarge(_) => "too_large",
+            Self::Unavailable(_) => "unavailable",
+            Self::Rejected { .. } => "bad_request",
             Self::Internal(_) => "internal",
         }
     }
@@ -94,7 +107,7 @@ impl IntoResponse for ApiError {
         let message = self.public_message();
         let mut response =
             (status, Json(Body { error: Detail { code: self.code(), message: &message } })).into_response();
-        if let Self::TooManyRequests(wait) = self {
+        if let Self::TooManyRequests(wait, _) = self {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after(wait));
         }
         response
@@ -109,13 +122,27 @@ pub fn retry_after(wait: Duration) -> HeaderValue {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        Self::BadRequest(rejection.body_text())
+        Self::Rejected { status: rejection.status(), message: rejection.body_text() }
     }
 }
 
 impl From<FormRejection> for ApiError {
     fn from(rejection: FormRejection) -> Self {
-        Self::BadRequest(rejection.body_text())
+        Self::Rejected { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::NotFound => Self::NotFound("no such conversation or message"),
+            ChatError::Invalid(message) => Self::Unprocessable(message),
+            ChatError::TooLarge(message) => Self::PayloadTooLarge(message),
+            ChatError::RateLimited(wait) => Self::TooManyRequests(wait, e.to_string()),
+            ChatError::TooManyGenerations(_) => Self::TooManyRequests(Duration::from_secs(1), e.to_string()),
+            ChatError::NoConfig => Self::Unavailable(e.to_string()),
+            ChatError::Db(_) => Self::Internal(e.into()),
+        }
     }
 }
 
@@ -151,7 +178,9 @@ impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         match e {
             LoginError::Invalid => Self::Unauthorized("wrong user name or password"),
-            LoginError::Throttled(wait) => Self::TooManyRequests(wait),
+            LoginError::Throttled(wait) => {
+                Self::TooManyRequests(wait, "too many failed attempts; try again later".into())
+            }
             LoginError::Users(e) => e.into(),
             LoginError::Db(e) => e.into(),
         }

@@ -24,6 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::auth::AuthService;
 use crate::auth::vault::TokenVault;
+use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore};
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<AuthService>,
     pub vault: Arc<TokenVault>,
+    pub chat: Arc<ChatService>,
     pub web: Arc<WebContext>,
 }
 
@@ -66,7 +68,12 @@ pub fn router(state: AppState, exposure: Exposure) -> Router {
         router = router
             .route("/static/{*path}", get(assets::serve))
             .nest("/api/v1", api::routes())
-            .route("/", get(pages::home))
+            .route("/", get(pages::chat::home))
+            .route("/c", post(pages::chat::create))
+            .route("/c/{id}", get(pages::chat::conversation))
+            .route("/c/{id}/rename", post(pages::chat::rename))
+            .route("/c/{id}/delete", post(pages::chat::delete))
+            .route("/c/{id}/m/{message_id}", get(pages::chat::message))
             .route("/login", get(pages::auth::page).post(pages::auth::submit))
             .route("/logout", post(pages::auth::logout))
             .route("/settings", get(pages::settings::page))

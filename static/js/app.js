@@ -76,6 +76,25 @@
         },
       };
     });
+    // The copy button of a code block in an answer.
+    window.Alpine.data("copycode", function () {
+      return {
+        copied: false,
+        copy: function () {
+          var pre = this.$el.closest(".code-block").querySelector("pre");
+          if (!pre || !navigator.clipboard) {
+            return;
+          }
+          var self = this;
+          navigator.clipboard.writeText(pre.textContent).then(function () {
+            self.copied = true;
+          });
+        },
+        get label() {
+          return this.copied ? "Copied" : "Copy";
+        },
+      };
+    });
     // Copies the text of the element referenced by data-copy-target.
     window.Alpine.data("copyable", function () {
       return {

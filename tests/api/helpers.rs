@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::configmap::{KubeletDir, config_version, example_config, write_files};
+pub use crate::mock_llm::{MockLlm, Script, words};
 
 /// The password of the `admin` account every test app starts with.
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -83,6 +84,31 @@ pub struct TestApp {
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
     _dir: TempDir,
+}
+
+/// The API key the test apps send to the mock LLM.
+pub const LLM_KEY: &str = "test-llm-key-0123";
+
+/// An app whose default endpoint is a fresh mock LLM.
+pub async fn spawn_chat_app() -> (TestApp, MockLlm) {
+    spawn_chat_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_chat_app_with(mut options: AppOptions) -> (TestApp, MockLlm) {
+    let mock = MockLlm::start().await;
+    options.env.insert("PROMPTOPS_LLM_BASE_URL".into(), mock.base.clone());
+    options.env.insert("PROMPTOPS_LLM_API_KEY".into(), LLM_KEY.into());
+    (spawn_app_with(options).await, mock)
+}
+
+/// The example config with `edit` applied to config.json.
+pub fn edited_config(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<(&'static str, String)> {
+    let mut files = example_config();
+    let (_, content) = files.iter_mut().find(|(name, _)| *name == "config.json").unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(content).unwrap();
+    edit(&mut config);
+    *content = serde_json::to_string_pretty(&config).unwrap();
+    files
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -305,4 +331,69 @@ impl Session {
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }
+}
+
+/// One server-sent event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sse {
+    pub id: String,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+impl Session {
+    /// Creates a conversation and returns its id.
+    pub async fn conversation(&self) -> i64 {
+        let response = self.post("/api/v1/conversations", &serde_json::json!({})).await;
+        assert_eq!(response.status(), 201);
+        response.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// Sends a message; returns the id of the answer being generated.
+    pub async fn send(&self, conversation: i64, content: &str) -> i64 {
+        let response = self
+            .post(&format!("/api/v1/conversations/{conversation}/messages"), &serde_json::json!({"content": content}))
+            .await;
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        response.json::<serde_json::Value>().await.unwrap()["message_id"].as_i64().unwrap()
+    }
+
+    /// Follows an answer's events (after `last_id`) until the stream ends.
+    pub async fn events(&self, conversation: i64, message: i64, last_id: Option<u64>) -> Vec<Sse> {
+        self.events_until(conversation, message, last_id, usize::MAX).await
+    }
+
+    /// Follows at most `limit` events, then hangs up.
+    pub async fn events_until(&self, conversation: i64, message: i64, last_id: Option<u64>, limit: usize) -> Vec<Sse> {
+        use eventsource_stream::Eventsource as _;
+        use futures_util::StreamExt as _;
+        let mut request =
+            self.client.get(format!("{}/api/v1/conversations/{conversation}/messages/{message}/events", self.base));
+        if let Some(last_id) = last_id {
+            request = request.header("last-event-id", last_id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut stream = response.bytes_stream().eventsource();
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while events.len() < limit {
+            let next = tokio::time::timeout_at(deadline, stream.next()).await.expect("events within 20 s");
+            let Some(event) = next else { break };
+            let event = event.unwrap();
+            events.push(Sse { id: event.id, event: event.event, data: serde_json::from_str(&event.data).unwrap() });
+        }
+        events
+    }
+
+    /// The stored message.
+    pub async fn message(&self, conversation: i64, message: i64) -> serde_json::Value {
+        self.json(&format!("/api/v1/conversations/{conversation}/messages/{message}")).await
+    }
+}
+
+/// The text of all `token` events.
+pub fn text_of(events: &[Sse]) -> String {
+    events.iter().filter(|e| e.event == "token").map(|e| e.data["text"].as_str().unwrap()).collect()
 }

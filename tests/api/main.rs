@@ -4,12 +4,15 @@
 
 mod accounts;
 mod admin;
+mod chat;
 mod cli;
 mod config_check;
 mod config_reload;
 #[path = "../support/configmap.rs"]
 mod configmap;
 mod helpers;
+#[path = "../support/mock_llm.rs"]
+mod mock_llm;
 mod probes;
 mod security;
 mod vault;

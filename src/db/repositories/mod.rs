@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod config_reloads;
+pub mod conversations;
 pub mod credentials;
 pub mod sessions;
 pub mod users;

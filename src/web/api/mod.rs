@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod conversations;
 pub mod me;
+pub mod ws;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -18,6 +20,18 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(me::me))
         .route("/me/password", put(me::change_password))
         .route("/me/credentials/{service}", put(me::set_credential).delete(me::remove_credential))
+        .route("/conversations", get(conversations::list).post(conversations::create))
+        .route(
+            "/conversations/{id}",
+            get(conversations::get).patch(conversations::rename).delete(conversations::delete),
+        )
+        .route("/conversations/{id}/export", get(conversations::export))
+        .route("/conversations/{id}/messages", post(conversations::send))
+        .route("/conversations/{id}/messages/{message_id}", get(conversations::message))
+        .route("/conversations/{id}/messages/{message_id}/events", get(conversations::events))
+        .route("/conversations/{id}/messages/{message_id}/cancel", post(conversations::cancel))
+        .route("/prompts", get(conversations::prompts))
+        .route("/ws", get(ws::upgrade))
         .route("/admin/config", get(admin::config))
         .route("/admin/config/reloads", get(admin::reloads))
         .route("/admin/users", get(admin::users).post(admin::create_user))

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod chat;
 pub mod settings;
 
 use askama::Template;
@@ -98,11 +99,6 @@ impl IntoResponse for PageError {
 }
 
 pub type PageResult = Result<Response, PageError>;
-
-/// `GET /`: chat arrives with the chat issue; until then, settings is the home page.
-pub async fn home() -> Redirect {
-    Redirect::to("/settings")
-}
 
 /// The HTML 404 for unknown non-API paths.
 pub async fn not_found() -> Response {

@@ -1,0 +1,261 @@
+//! The `conversations` and `messages` tables. Every query is scoped by the owner's id,
+//! so one user's rows can never come back for another.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Conversation {
+    pub id: i64,
+    #[serde(skip)]
+    pub user_id: i64,
+    pub title: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Message {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub prompt_name: Option<String>,
+    pub endpoint: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A message to add.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+    pub status: &'a str,
+    pub prompt_name: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub content: &'a str,
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+}
+
+macro_rules! select_messages {
+    ($rest:literal) => {
+        concat!(
+            "SELECT m.id, m.conversation_id, m.role, m.content, m.status, m.error, m.prompt_name, m.endpoint, ",
+            "m.prompt_tokens, m.completion_tokens, m.created_at, m.finished_at FROM messages m ",
+            $rest
+        )
+    };
+}
+
+pub async fn create(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    title: &str,
+    now: DateTime<Utc>,
+) -> Result<Conversation, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?) \
+         RETURNING id, user_id, title, created_at, updated_at",
+    )
+    .bind(user_id)
+    .bind(title)
+    .bind(now)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(conn: &mut SqliteConnection, user_id: i64, id: i64) -> Result<Option<Conversation>, sqlx::Error> {
+    sqlx::query_as("SELECT id, user_id, title, created_at, updated_at FROM conversations WHERE id = ? AND user_id = ?")
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The user's conversations, most recently active first; with `query`, only those whose
+/// title or messages contain it (case-insensitive for ASCII).
+pub async fn list(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    query: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Conversation>, sqlx::Error> {
+    match query {
+        None => {
+            sqlx::query_as(
+                "SELECT id, user_id, title, created_at, updated_at FROM conversations WHERE user_id = ? \
+                 ORDER BY updated_at DESC, id DESC LIMIT ?",
+            )
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+        Some(query) => {
+            let pattern = format!("%{}%", escape_like(query));
+            sqlx::query_as(
+                "SELECT c.id, c.user_id, c.title, c.created_at, c.updated_at FROM conversations c WHERE c.user_id = ? AND \
+                 (c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
+                 AND m.content LIKE ? ESCAPE '\\')) ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+            )
+            .bind(user_id)
+            .bind(&pattern)
+            .bind(&pattern)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+    }
+}
+
+pub async fn rename(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    id: i64,
+    title: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND user_id = ?")
+        .bind(title)
+        .bind(now)
+        .bind(id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub async fn delete(conn: &mut SqliteConnection, user_id: i64, id: i64) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM conversations WHERE id = ? AND user_id = ?")
+        .bind(id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub async fn add_message(
+    conn: &mut SqliteConnection,
+    conversation_id: i64,
+    message: &NewMessage<'_>,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO messages (conversation_id, role, content, status, prompt_name, endpoint, created_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'streaming' THEN NULL ELSE ? END)",
+    )
+    .bind(conversation_id)
+    .bind(message.role)
+    .bind(message.content)
+    .bind(message.status)
+    .bind(message.prompt_name)
+    .bind(message.endpoint)
+    .bind(now)
+    .bind(message.status)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(conversation_id)
+        .execute(conn)
+        .await?;
+    Ok(result.last_insert_rowid())
+}
+
+/// The messages of one of the user's conversations, oldest first.
+pub async fn messages(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    conversation_id: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(select_messages!(
+        "JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id = ? AND c.user_id = ? ORDER BY m.id"
+    ))
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn message(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    conversation_id: i64,
+    id: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(select_messages!(
+        "JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ? AND m.conversation_id = ? AND c.user_id = ?"
+    ))
+    .bind(id)
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Stores the text so far of a message still being generated.
+pub async fn save_partial(conn: &mut SqliteConnection, id: i64, content: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET content = ? WHERE id = ? AND status = 'streaming'")
+        .bind(content)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn finish(
+    conn: &mut SqliteConnection,
+    id: i64,
+    outcome: &Outcome<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET content = ?, status = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, finished_at = ? \
+         WHERE id = ?",
+    )
+    .bind(outcome.content)
+    .bind(outcome.status)
+    .bind(outcome.error)
+    .bind(outcome.prompt_tokens)
+    .bind(outcome.completion_tokens)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks every message still 'streaming' as failed: run at start, when no generation can
+/// be running, so a crash never leaves an answer "in progress" forever.
+pub async fn fail_interrupted(
+    conn: &mut SqliteConnection,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result =
+        sqlx::query("UPDATE messages SET status = 'failed', error = ?, finished_at = ? WHERE status = 'streaming'")
+            .bind(reason)
+            .bind(now)
+            .execute(conn)
+            .await?;
+    Ok(result.rows_affected())
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

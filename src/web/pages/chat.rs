@@ -1,0 +1,172 @@
+//! The chat page: conversation sidebar with search, the messages (answers rendered from
+//! Markdown and sanitised on the server), the composer with the prompt picker.
+//! Streaming happens in `static/js/chat.js` against the JSON API.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Form, Path, Query, State};
+use axum::response::{IntoResponse, Redirect};
+use serde::Deserialize;
+
+use super::{Layout, PageResult, see_other, when};
+use crate::chat::{self, PromptInfo};
+use crate::db::repositories::conversations::{Conversation, Message};
+use crate::web::AppState;
+use crate::web::session::CurrentUser;
+
+#[derive(Debug)]
+pub struct ConversationLink {
+    id: i64,
+    title: String,
+    updated: String,
+    current: bool,
+}
+
+#[derive(Debug)]
+pub struct MessageView {
+    id: i64,
+    conversation_id: i64,
+    is_user: bool,
+    content: String,
+    /// Sanitised HTML of an answer.
+    html: String,
+    status: String,
+    error: String,
+    streaming: bool,
+    when: String,
+}
+
+impl MessageView {
+    fn new(message: &Message) -> Self {
+        let is_user = message.role == "user";
+        Self {
+            id: message.id,
+            conversation_id: message.conversation_id,
+            is_user,
+            html: if is_user { String::new() } else { chat::markdown::render(&message.content) },
+            content: message.content.clone(),
+            status: message.status.clone(),
+            error: message.error.clone().unwrap_or_default(),
+            streaming: message.status == "streaming",
+            when: when(message.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "chat.html")]
+pub struct ChatPage {
+    layout: Layout,
+    conversations: Vec<ConversationLink>,
+    query: String,
+    conversation: Option<Conversation>,
+    messages: Vec<MessageView>,
+    prompts: Vec<PromptInfo>,
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "partials/message.html")]
+pub struct MessagePartial {
+    message: MessageView,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /`: the most recent conversation, or the empty chat.
+pub async fn home(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Query(query): Query<SearchQuery>,
+) -> PageResult {
+    if query.q.is_empty()
+        && let Some(latest) = state.chat.list(session.user.id, None).await?.first()
+    {
+        return Ok(Redirect::to(&format!("/c/{}", latest.id)).into_response());
+    }
+    render(&state, &session, None, &query.q).await
+}
+
+pub async fn conversation(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(id): Path<i64>,
+    Query(query): Query<SearchQuery>,
+) -> PageResult {
+    render(&state, &session, Some(id), &query.q).await
+}
+
+async fn render(
+    state: &AppState,
+    session: &crate::auth::session::Authenticated,
+    id: Option<i64>,
+    query: &str,
+) -> PageResult {
+    let (conversation, messages) = match id {
+        Some(id) => {
+            let (conversation, messages) = state.chat.get(session.user.id, id).await?;
+            (Some(conversation), messages.iter().map(MessageView::new).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    let search = Some(query).filter(|q| !q.is_empty());
+    let conversations = state
+        .chat
+        .list(session.user.id, search)
+        .await?
+        .into_iter()
+        .map(|c| ConversationLink { current: Some(c.id) == id, id: c.id, updated: when(c.updated_at), title: c.title })
+        .collect();
+    let title = conversation.as_ref().map_or("Chat", |c| c.title.as_str()).to_owned();
+    let page = ChatPage {
+        layout: Layout::signed_in(&title, "chat", session),
+        conversations,
+        query: query.to_owned(),
+        conversation,
+        messages,
+        prompts: state.chat.prompts(),
+    };
+    Ok(page.into_response())
+}
+
+/// `GET /c/{id}/m/{message_id}`: one message, for swapping in when an answer ends.
+pub async fn message(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path((id, message_id)): Path<(i64, i64)>,
+) -> PageResult {
+    let message = state.chat.message(session.user.id, id, message_id).await?;
+    Ok(MessagePartial { message: MessageView::new(&message) }.into_response())
+}
+
+pub async fn create(State(state): State<AppState>, CurrentUser(session): CurrentUser) -> PageResult {
+    let conversation = state.chat.create(session.user.id, None).await?;
+    Ok(see_other(&format!("/c/{}", conversation.id)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RenameForm {
+    title: String,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(id): Path<i64>,
+    Form(form): Form<RenameForm>,
+) -> PageResult {
+    state.chat.rename(session.user.id, id, &form.title).await?;
+    Ok(see_other(&format!("/c/{id}")))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(id): Path<i64>,
+) -> PageResult {
+    state.chat.delete(session.user.id, id).await?;
+    Ok(see_other("/"))
+}
