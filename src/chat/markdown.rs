@@ -1,5 +1,6 @@
 //! LLM output is untrusted: Markdown is rendered to HTML on the server and sanitised with
-//! ammonia before any page shows it. Code blocks get a copy button added after cleaning.
+//! ammonia before any page shows it (no scripts, handlers, images or non-web links).
+//! Code blocks get a copy button added after cleaning.
 
 use std::sync::LazyLock;
 
@@ -7,7 +8,9 @@ use pulldown_cmark::{Options, Parser, html};
 
 static CLEANER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     let mut builder = ammonia::Builder::default();
+    // No images: a picture URL is how injected instructions leak data out of a chat.
     builder
+        .rm_tags(["img"])
         .url_schemes(["http", "https", "mailto"].into_iter().collect())
         .link_rel(Some("noopener noreferrer nofollow"))
         .url_relative(ammonia::UrlRelative::Deny);
@@ -40,7 +43,7 @@ mod tests {
         assert!(html.contains(r#"<a href="https://example.com" rel="noopener noreferrer nofollow">ok</a>"#), "{html}");
         assert!(!html.contains("javascript:"), "{html}");
         assert!(!html.contains("<script"), "{html}");
-        assert!(!html.contains("onerror"), "{html}");
+        assert!(!html.contains("onerror") && !html.contains("<img"), "{html}");
         assert!(!html.contains("href=\"/relative\""), "{html}");
     }
 

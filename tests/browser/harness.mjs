@@ -153,3 +153,30 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: file, fullPage: true });
   return file;
 }
+
+/**
+ * Starts the tests' scripted mock LLM (`cargo test` builds it as examples/mock_llm next to
+ * the promptops binary): it echoes each question back word by word, `delayMs` apart.
+ * Returns { base, stop() } where base is the OpenAI-style base URL.
+ */
+export async function startMockLlm({ delayMs = 60 } = {}) {
+  const bin = path.join(path.dirname(path.resolve(process.env.PROMPTOPS_BIN ?? '')), 'examples', 'mock_llm');
+  const child = spawn(bin, [], {
+    env: { ...process.env, MOCK_LLM_DELAY_MS: String(delayMs) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [line] = await Promise.race([
+    once(createInterface({ input: child.stdout }), 'line'),
+    once(child, 'error').then(([err]) => Promise.reject(new Error(`cannot start ${bin}: ${err.message}`))),
+    sleep(10_000).then(() => Promise.reject(new Error(`${bin} printed no URL within 10 s`))),
+  ]);
+  return {
+    base: line.trim(),
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+    },
+  };
+}

@@ -50,8 +50,10 @@ pub struct Received {
     pub body: Value,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MockState {
+    /// What a request gets when no script is queued.
+    default: Script,
     scripts: Mutex<VecDeque<Script>>,
     received: Mutex<Vec<Received>>,
     /// Streams whose client went away before the mock finished them.
@@ -68,8 +70,19 @@ pub struct MockLlm {
 }
 
 impl MockLlm {
+    /// A mock that echoes by default.
     pub async fn start() -> Self {
-        let state = Arc::new(MockState::default());
+        Self::start_with_default(Script::Echo { delay: Duration::from_millis(5) }).await
+    }
+
+    pub async fn start_with_default(default: Script) -> Self {
+        let state = Arc::new(MockState {
+            default,
+            scripts: Mutex::default(),
+            received: Mutex::default(),
+            abandoned: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+        });
         let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -185,7 +198,7 @@ fn sse(state: Arc<MockState>, steps: Vec<Step>, content_type: &'static str) -> R
 async fn complete(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received { headers, body: body.clone() });
-    let script = state.scripts.lock().unwrap().pop_front().unwrap_or(Script::Echo { delay: Duration::from_millis(5) });
+    let script = state.scripts.lock().unwrap().pop_front().unwrap_or_else(|| state.default.clone());
     match script {
         Script::Stream { pieces, delay } => sse(state, stream_steps(&pieces, delay), "text/event-stream"),
         Script::Echo { delay } => {
