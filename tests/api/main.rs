@@ -15,4 +15,5 @@ mod helpers;
 mod mock_llm;
 mod probes;
 mod security;
+mod smoke;
 mod vault;
