@@ -21,6 +21,7 @@ use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
 use crate::db;
 use crate::llm::LlmClient;
+use crate::mcp::McpManager;
 use crate::settings::{SecuritySettings, ServeSettings};
 use crate::telemetry::metrics::Metrics;
 use crate::web::context::WebContext;
@@ -82,7 +83,14 @@ impl Application {
             );
         }
         let vault = Arc::new(TokenVault::new(pool.clone(), keyring, audit));
-        let chat = Arc::new(ChatService::new(pool.clone(), store.clone(), Arc::new(LlmClient::new()), metrics.clone()));
+        let mcp = Arc::new(McpManager::new(vault.clone(), metrics.clone()));
+        let chat = Arc::new(ChatService::new(
+            pool.clone(),
+            store.clone(),
+            Arc::new(LlmClient::new()),
+            mcp.clone(),
+            metrics.clone(),
+        ));
         let interrupted = chat.recover().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -122,6 +130,7 @@ impl Application {
                 auth,
                 vault,
                 chat,
+                mcp,
                 web: Arc::new(WebContext::new(&public_url, client_ip_header)),
             },
             watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },

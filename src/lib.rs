@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod llm;
+pub mod mcp;
 pub mod settings;
 pub mod telemetry;
 pub mod web;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::llm::Usage;
@@ -25,6 +25,15 @@ pub enum ChatEvent {
     Token { text: String },
     /// Something went wrong; the answer so far is kept.
     Error { message: String },
+    /// Something the user should know that does not stop the answer (no token stored,
+    /// a server down: the answer goes on without those tools).
+    Notice { message: String },
+    /// The model called a tool.
+    ToolCall { call_id: String, server: String, name: String, arguments: serde_json::Value, writes: bool },
+    /// A write tool waits for the user's decision (`POST …/approvals/{call_id}`).
+    ApprovalRequired { call_id: String, name: String, arguments: serde_json::Value },
+    /// What the tool returned (or why it did not run).
+    ToolResult { call_id: String, name: String, content: String, is_error: bool, status: String },
     /// The end: `complete`, `cancelled` or `failed`.
     Done { status: String, usage: Usage },
 }
@@ -34,6 +43,10 @@ impl ChatEvent {
         match self {
             Self::Token { .. } => "token",
             Self::Error { .. } => "error",
+            Self::Notice { .. } => "notice",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ApprovalRequired { .. } => "approval_required",
+            Self::ToolResult { .. } => "tool_result",
             Self::Done { .. } => "done",
         }
     }
@@ -56,7 +69,14 @@ pub struct Generation {
     events: Mutex<Vec<StampedEvent>>,
     latest: watch::Sender<u64>,
     finished: AtomicBool,
+    /// Write tool calls waiting for the user, by call id.
+    approvals: Mutex<HashMap<String, oneshot::Sender<bool>>>,
 }
+
+/// Why a decision on a tool call was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no tool call with this id is waiting for approval")]
+pub struct NotPending;
 
 impl Generation {
     pub fn new(message_id: i64, conversation_id: i64, user_id: i64) -> Self {
@@ -68,7 +88,26 @@ impl Generation {
             events: Mutex::new(Vec::new()),
             latest: watch::Sender::new(0),
             finished: AtomicBool::new(false),
+            approvals: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Registers a tool call that waits for the user; the receiver gets their decision.
+    pub fn await_approval(&self, call_id: &str) -> oneshot::Receiver<bool> {
+        let (decide, decision) = oneshot::channel();
+        self.approvals.lock().unwrap_or_else(PoisonError::into_inner).insert(call_id.to_owned(), decide);
+        decision
+    }
+
+    /// The user's decision on a waiting tool call.
+    pub fn decide(&self, call_id: &str, approve: bool) -> Result<(), NotPending> {
+        let waiting = self.approvals.lock().unwrap_or_else(PoisonError::into_inner).remove(call_id);
+        waiting.ok_or(NotPending)?.send(approve).map_err(|_| NotPending)
+    }
+
+    /// Forgets a waiting call (timed out or cancelled).
+    pub fn withdraw(&self, call_id: &str) {
+        self.approvals.lock().unwrap_or_else(PoisonError::into_inner).remove(call_id);
     }
 
     /// Appends an event; a `Done` event closes the log.

@@ -2,6 +2,7 @@
 //! server-side, detached from the request; its events can be followed and resumed; every
 //! message is stored with its outcome. Uses `llm` for the asking and `db` for the keeping.
 
+pub mod agent;
 pub mod generation;
 pub mod limits;
 pub mod markdown;
@@ -17,10 +18,12 @@ use sqlx::SqlitePool;
 
 use crate::config::model::NamedPrompt;
 use crate::config::{ConfigSnapshot, ConfigStore};
-use crate::db::repositories::conversations::{self, Conversation, Message, NewMessage, Outcome};
-use crate::llm::{LlmClient, LlmEvent, LlmRequest, Usage};
+use crate::db::repositories::conversations::{self, Conversation, Message, NewMessage, Outcome, ToolCallRow};
+use crate::llm::LlmClient;
+use crate::mcp::McpManager;
 use crate::telemetry::metrics::Metrics;
-use generation::{ChatEvent, Generation, RETENTION, Registry};
+use agent::AgentRun;
+use generation::{ChatEvent, Generation, NotPending, RETENTION, Registry};
 use limits::SendRate;
 
 /// Title of a conversation until its first message names it.
@@ -43,6 +46,8 @@ pub enum ChatError {
     TooManyGenerations(u32),
     #[error("no valid configuration is loaded, so there is no LLM to ask")]
     NoConfig,
+    #[error("no tool call with this id is waiting for approval")]
+    NotPending,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -86,6 +91,7 @@ pub struct ChatService {
     db: SqlitePool,
     config: Arc<ConfigStore>,
     llm: Arc<LlmClient>,
+    mcp: Arc<McpManager>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     rate: SendRate,
@@ -95,11 +101,18 @@ pub struct ChatService {
 }
 
 impl ChatService {
-    pub fn new(db: SqlitePool, config: Arc<ConfigStore>, llm: Arc<LlmClient>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        db: SqlitePool,
+        config: Arc<ConfigStore>,
+        llm: Arc<LlmClient>,
+        mcp: Arc<McpManager>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             db,
             config,
             llm,
+            mcp,
             metrics,
             registry: Arc::new(Registry::default()),
             rate: SendRate::default(),
@@ -108,10 +121,31 @@ impl ChatService {
     }
 
     /// At start no generation can be running: answers left 'streaming' by a crash or a
-    /// kill are marked failed, their partial text kept.
+    /// kill are marked failed, their partial text kept, and so are their open tool calls.
     pub async fn recover(&self) -> Result<u64, sqlx::Error> {
         let reason = "interrupted: the server stopped while this answer was being written";
-        conversations::fail_interrupted(&mut *self.db.acquire().await?, reason, Utc::now()).await
+        let mut conn = self.db.acquire().await?;
+        conversations::fail_interrupted_tool_calls(&mut conn, Utc::now()).await?;
+        conversations::fail_interrupted(&mut conn, reason, Utc::now()).await
+    }
+
+    /// The user's decision on a write tool call an answer is waiting for.
+    pub async fn decide(
+        &self,
+        user_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+        call_id: &str,
+        approve: bool,
+    ) -> Result<(), ChatError> {
+        self.message(user_id, conversation_id, message_id).await?;
+        let generation = self.generation(user_id, message_id).ok_or(ChatError::NotPending)?;
+        generation.decide(call_id, approve).map_err(|NotPending| ChatError::NotPending)
+    }
+
+    /// The tool calls of a conversation's answers.
+    pub async fn tool_calls(&self, user_id: i64, conversation_id: i64) -> Result<Vec<ToolCallRow>, ChatError> {
+        Ok(conversations::tool_calls(&mut *self.db.acquire().await?, user_id, conversation_id).await?)
     }
 
     pub async fn create(&self, user_id: i64, title: Option<&str>) -> Result<Conversation, ChatError> {
@@ -211,15 +245,21 @@ impl ChatService {
         self.registry.insert(generation.clone());
         drop(admitted);
         let history = self.history(user_id, conversation_id, &snapshot).await?;
+        let prompt_tools = prompt.and_then(|p| p.tools.clone());
         let task = Task {
-            db: self.db.clone(),
-            llm: self.llm.clone(),
-            metrics: self.metrics.clone(),
-            registry: self.registry.clone(),
-            snapshot,
-            endpoint,
+            agent: AgentRun {
+                db: self.db.clone(),
+                llm: self.llm.clone(),
+                mcp: self.mcp.clone(),
+                metrics: self.metrics.clone(),
+                snapshot,
+                endpoint,
+                user_id,
+                prompt_tools,
+                generation,
+            },
             history,
-            generation,
+            registry: self.registry.clone(),
         };
         tokio::spawn(task.run());
         Ok(Sent { user_message_id, message_id })
@@ -298,65 +338,41 @@ impl Drop for Admitted<'_> {
 
 /// One generation, run detached from the request that started it.
 struct Task {
-    db: SqlitePool,
-    llm: Arc<LlmClient>,
-    metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
-    snapshot: Arc<ConfigSnapshot>,
-    endpoint: String,
+    agent: AgentRun,
     history: Vec<Value>,
-    generation: Arc<Generation>,
+    registry: Arc<Registry>,
 }
 
 impl Task {
     async fn run(self) {
-        let Self { db, llm, metrics, registry, snapshot, endpoint, history, generation } = self;
+        let Self { agent, history, registry } = self;
+        let generation = agent.generation.clone();
+        let (db, metrics, endpoint) = (agent.db.clone(), agent.metrics.clone(), agent.endpoint.clone());
         let message_id = generation.message_id;
         let text = Arc::new(Mutex::new(String::new()));
         let flusher = tokio::spawn(flush_periodically(db.clone(), message_id, text.clone()));
-        let request = LlmRequest { messages: history, tools: Vec::new(), stream: true };
-        let started = std::time::Instant::now();
-        let mut first = true;
-        let cancel = generation.cancel.clone();
-        let result = {
-            let text = text.clone();
-            let generation = generation.clone();
-            let metrics = metrics.clone();
-            let mut on_event = move |event: LlmEvent| match event {
-                LlmEvent::Text(piece) => {
-                    if first {
-                        first = false;
-                        metrics.llm_first_token_seconds.observe(started.elapsed().as_secs_f64());
-                    }
-                    text.lock().unwrap_or_else(PoisonError::into_inner).push_str(&piece);
-                    generation.push(ChatEvent::Token { text: piece });
-                }
-            };
-            llm.complete(&snapshot, &endpoint, &request, &cancel, &mut on_event).await
-        };
+        let outcome = agent.run(text, history).await;
         flusher.abort();
-        let written = text.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let (status, error, usage, content) = match result {
-            Ok(completion) => ("complete", None, completion.usage, completion.text),
-            Err(e) if e.is_cancelled() => ("cancelled", None, Usage::default(), written),
+        let (status, error, usage) = match outcome.result {
+            Ok(()) => ("complete", None, outcome.usage),
+            Err(e) if e.is_cancelled() => ("cancelled", None, outcome.usage),
             Err(e) => {
-                let usage = e.partial().map(|p| p.usage).unwrap_or_default();
                 let message = e.to_string();
                 tracing::warn!(message_id, endpoint, error = %message, "generation failed");
                 generation.push(ChatEvent::Error { message: message.clone() });
-                ("failed", Some(message), usage, written)
+                let usage = e.partial().map_or(outcome.usage, |p| p.usage);
+                ("failed", Some(message), usage)
             }
         };
-        metrics
-            .generations
-            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() })
-            .inc();
+        metrics.generations.get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() }).inc();
+        let notices = (!outcome.notices.is_empty()).then(|| serde_json::to_string(&outcome.notices).unwrap_or_default());
         let outcome = Outcome {
-            content: &content,
+            content: &outcome.text,
             status,
             error: error.as_deref(),
             prompt_tokens: usage.prompt_tokens.and_then(|t| i64::try_from(t).ok()),
             completion_tokens: usage.completion_tokens.and_then(|t| i64::try_from(t).ok()),
+            notices: notices.as_deref(),
         };
         let stored = match db.acquire().await {
             Ok(mut conn) => conversations::finish(&mut conn, message_id, &outcome, Utc::now()).await,
@@ -509,6 +525,7 @@ mod tests {
                 },
             ],
             endpoint: None,
+            tools: None,
         }
     }
 

@@ -22,6 +22,28 @@ pub struct ServiceConfig {
     /// What one user may ask of the service.
     #[serde(default)]
     pub limits: Limits,
+    /// How answers use tools.
+    #[serde(default)]
+    pub agent: AgentSettings,
+}
+
+/// The agent loop: the LLM calls tools, reads their results, and answers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Rounds of tool calls one answer may make before it must stop.
+    pub max_steps: u32,
+    /// How long a tool call waits for the user's approval before it counts as refused.
+    #[serde(with = "humantime_serde")]
+    pub approval_timeout: Duration,
+    /// Longest tool result passed to the LLM, in characters; the rest is cut with a note.
+    pub max_result_chars: usize,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self { max_steps: 8, approval_timeout: Duration::from_secs(30 * 60), max_result_chars: 20_000 }
+    }
 }
 
 /// Per-user limits on chat.
@@ -178,23 +200,99 @@ pub struct McpServer {
     /// Limit for one call to the server.
     #[serde(default = "default_mcp_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Which tools may be used, offered by default, and count as writes.
+    #[serde(default)]
+    pub tools: ToolSelection,
+    /// How long a fetched tool list is reused.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// A session unused for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A harmless tool whose answer says who the server thinks the user is, for
+    /// "Test connection" in Settings.
+    #[serde(default)]
+    pub whoami: Option<WhoAmI>,
 }
 
 fn default_mcp_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+/// A tool call that identifies the caller.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhoAmI {
+    pub tool: String,
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Tool names and `*` patterns that select a server's tools.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolSelection {
+    /// Tools that may be used at all.
+    pub allow: Vec<String>,
+    /// Tools that may never be used, whatever `allow` says.
+    pub deny: Vec<String>,
+    /// Tools offered when the prompt names none; without it, the read-only ones.
+    pub default: Option<Vec<String>>,
+    /// Names of tools that change something, for servers that give no MCP annotations
+    /// (`readOnlyHint` / `destructiveHint` win where present). Such calls wait for the
+    /// user's approval.
+    pub write_patterns: Vec<String>,
+}
+
+impl Default for ToolSelection {
+    fn default() -> Self {
+        Self {
+            allow: vec!["*".into()],
+            deny: Vec::new(),
+            default: None,
+            write_patterns: [
+                "*create*", "*update*", "*delete*", "*add*", "*edit*", "*transition*", "*move*", "*link*", "*upload*",
+                "*remove*", "*assign*", "*set*", "*write*", "*post*",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
 /// How promptops authenticates to an MCP server.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum McpAuth {
-    /// The calling user's stored personal access token, as `Authorization: Token <PAT>`.
-    #[default]
-    UserToken,
+    /// The calling user's stored personal access token for `service` (Jira by default),
+    /// as `Authorization: Token <PAT>`.
+    UserToken {
+        #[serde(default = "default_token_service")]
+        service: crate::auth::model::Service,
+    },
     /// No credentials.
     None,
     /// One fixed header; its value must come from `${env:…}`.
     StaticHeader { name: String, value: String },
+}
+
+impl Default for McpAuth {
+    fn default() -> Self {
+        Self::UserToken { service: default_token_service() }
+    }
+}
+
+fn default_token_service() -> crate::auth::model::Service {
+    crate::auth::model::Service::Jira
 }
 
 /// `prompts.json`: the system prompt and the named prompts users pick from.
@@ -222,6 +320,10 @@ pub struct NamedPrompt {
     /// The endpoint to use instead of the default one.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Tools (names or `*` patterns) offered with this prompt instead of the servers'
+    /// default sets; `[]` offers none.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
 }
 
 /// A variable a prompt asks for.

@@ -138,6 +138,15 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
             }
         }
     }
+    if service.agent.max_steps == 0 {
+        issue("agent.max_steps".into(), "must be at least 1".into());
+    }
+    if service.agent.approval_timeout.is_zero() {
+        issue("agent.approval_timeout".into(), "must be longer than zero".into());
+    }
+    if service.agent.max_result_chars < 100 {
+        issue("agent.max_result_chars".into(), "must be at least 100".into());
+    }
     let limits = &service.limits;
     for (field, value) in [
         ("requests_per_minute", u64::from(limits.requests_per_minute)),
@@ -163,6 +172,25 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
             && let Err(message) = header_pair(header, value)
         {
             issue(format!("{path}.auth"), message);
+        }
+        for (field, duration) in [("cache_ttl", server.cache_ttl), ("idle_timeout", server.idle_timeout)] {
+            if duration.is_zero() {
+                issue(format!("{path}.{field}"), "must be longer than zero".into());
+            }
+        }
+        let selection = &server.tools;
+        let lists = [
+            ("allow", Some(&selection.allow)),
+            ("deny", Some(&selection.deny)),
+            ("default", selection.default.as_ref()),
+            ("write_patterns", Some(&selection.write_patterns)),
+        ];
+        for (field, list) in lists {
+            for (i, pattern) in list.into_iter().flatten().enumerate() {
+                if !is_tool_pattern(pattern) {
+                    issue(format!("{path}.tools.{field}[{i}]"), tool_pattern_message(pattern));
+                }
+            }
         }
     }
 }
@@ -293,6 +321,11 @@ fn check_prompts(service: &ServiceConfig, prompts: &PromptsFile, issues: &mut Ve
                 ),
             );
         }
+        for (i, pattern) in prompt.tools.iter().flatten().enumerate() {
+            if !is_tool_pattern(pattern) {
+                issue(format!("{path}.tools[{i}]"), tool_pattern_message(pattern));
+            }
+        }
         let mut declared = BTreeSet::new();
         for (i, variable) in prompt.variables.iter().enumerate() {
             let vpath = format!("{path}.variables[{i}]");
@@ -360,6 +393,17 @@ pub fn is_slug(name: &str) -> bool {
     name.len() <= 63
         && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// A tool name, optionally with `*` wildcards: letters, digits, `_`, `-`, `.`, `*`.
+fn is_tool_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern.len() <= 128
+        && pattern.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'))
+}
+
+fn tool_pattern_message(pattern: &str) -> String {
+    format!("{pattern:?} is not a tool name or pattern (letters, digits, '_', '-', '.', and '*' as a wildcard)")
 }
 
 fn slug_message(what: &str) -> String {

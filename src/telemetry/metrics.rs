@@ -24,6 +24,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels naming an MCP server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -39,6 +45,10 @@ pub struct Metrics {
     pub generations: Family<OutcomeLabels, Counter>,
     /// Time from asking the LLM to its first token.
     pub llm_first_token_seconds: Histogram,
+    /// Tool lists fetched from MCP servers (cache misses).
+    pub mcp_tool_list_fetches: Family<ServerLabels, Counter>,
+    /// Tool calls made, by server.
+    pub mcp_tool_calls: Family<ServerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,8 +89,18 @@ impl Metrics {
             "Time from sending a request to the LLM to its first token",
             llm_first_token_seconds.clone(),
         );
+        let mcp_tool_list_fetches = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_list_fetches",
+            "Tool lists fetched from MCP servers (cache misses)",
+            mcp_tool_list_fetches.clone(),
+        );
+        let mcp_tool_calls = Family::<ServerLabels, Counter>::default();
+        registry.register("mcp_tool_calls", "Tool calls made, by MCP server", mcp_tool_calls.clone());
         Self {
             registry,
+            mcp_tool_list_fetches,
+            mcp_tool_calls,
             config_generation,
             config_reload_failures,
             http_requests,

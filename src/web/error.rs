@@ -141,6 +141,7 @@ impl From<ChatError> for ApiError {
             ChatError::RateLimited(wait) => Self::TooManyRequests(wait, e.to_string()),
             ChatError::TooManyGenerations(_) => Self::TooManyRequests(Duration::from_secs(1), e.to_string()),
             ChatError::NoConfig => Self::Unavailable(e.to_string()),
+            ChatError::NotPending => Self::Conflict(e.to_string()),
             ChatError::Db(_) => Self::Internal(e.into()),
         }
     }

@@ -25,6 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::auth::AuthService;
 use crate::auth::vault::TokenVault;
 use crate::chat::ChatService;
+use crate::mcp::McpManager;
 use crate::config::{ConfigReloader, ConfigStore};
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub vault: Arc<TokenVault>,
     pub chat: Arc<ChatService>,
+    pub mcp: Arc<McpManager>,
     pub web: Arc<WebContext>,
 }
 

@@ -89,6 +89,7 @@
     var meta = element("header", "message-meta");
     meta.appendChild(element("span", "font-semibold", "Assistant"));
     article.appendChild(meta);
+    article.appendChild(element("ul", "tool-calls live-calls"));
     var body = element("div", "message-body stream-text whitespace-pre-wrap");
     body.setAttribute("aria-live", "polite");
     body.setAttribute("aria-busy", "true");
@@ -122,7 +123,9 @@
     }
     var body = article.querySelector(".stream-text");
     var thinking = article.querySelector("[data-thinking]");
+    var calls = article.querySelector(".live-calls");
     body.textContent = "";
+    calls.textContent = "";
     var url = "/api/v1/conversations/" + conversationId + "/messages/" + messageId + "/events";
     var source = new EventSource(url);
     active.set(messageId, source);
@@ -150,6 +153,76 @@
       var note = element("p", "message-error", JSON.parse(event.data).message);
       note.setAttribute("role", "alert");
       article.appendChild(note);
+    });
+    source.addEventListener("notice", function (event) {
+      var note = element("p", "notice-line", JSON.parse(event.data).message);
+      note.setAttribute("role", "status");
+      article.insertBefore(note, calls);
+    });
+    source.addEventListener("tool_call", function (event) {
+      var call = JSON.parse(event.data);
+      var item = element("li", "tool-call");
+      item.id = "call-" + messageId + "-" + call.call_id;
+      item.dataset.status = call.writes ? "pending" : "running";
+      var details = element("details");
+      var summary = element("summary");
+      summary.appendChild(element("span", "tool-name", call.name));
+      summary.appendChild(document.createTextNode(" "));
+      summary.appendChild(element("span", "tool-status", call.writes ? "waiting for approval" : "running…"));
+      details.appendChild(summary);
+      details.appendChild(element("p", "tool-label", "Arguments"));
+      details.appendChild(element("pre", "tool-data", JSON.stringify(call.arguments, null, 2)));
+      item.appendChild(details);
+      calls.appendChild(item);
+    });
+    source.addEventListener("approval_required", function (event) {
+      var call = JSON.parse(event.data);
+      var item = document.getElementById("call-" + messageId + "-" + call.call_id);
+      if (!item) {
+        return;
+      }
+      var card = element("div", "approval");
+      card.setAttribute("role", "group");
+      card.setAttribute("aria-label", "Approve " + call.name);
+      card.appendChild(element("p", "mb-2", "The assistant wants to run " + call.name + ", which changes something. Nothing is written until you approve."));
+      var approve = element("button", "btn btn-primary mr-2", "Approve");
+      var refuse = element("button", "btn", "Refuse");
+      approve.type = "button";
+      refuse.type = "button";
+      function decide(yes) {
+        approve.disabled = true;
+        refuse.disabled = true;
+        var path = "/api/v1/conversations/" + conversationId + "/messages/" + messageId + "/approvals/" + encodeURIComponent(call.call_id);
+        api("POST", path, { approve: yes }).then(function (response) {
+          if (response.ok || response.status === 409) {
+            card.remove();
+          } else {
+            approve.disabled = false;
+            refuse.disabled = false;
+          }
+        });
+      }
+      approve.addEventListener("click", function () { decide(true); });
+      refuse.addEventListener("click", function () { decide(false); });
+      card.appendChild(approve);
+      card.appendChild(refuse);
+      item.appendChild(card);
+    });
+    source.addEventListener("tool_result", function (event) {
+      var result = JSON.parse(event.data);
+      var item = document.getElementById("call-" + messageId + "-" + result.call_id);
+      if (!item) {
+        return;
+      }
+      item.dataset.status = result.status;
+      var card = item.querySelector(".approval");
+      if (card) {
+        card.remove();
+      }
+      item.querySelector(".tool-status").textContent = result.status;
+      var details = item.querySelector("details");
+      details.appendChild(element("p", "tool-label", "Result"));
+      details.appendChild(element("pre", "tool-data", result.content));
     });
     source.addEventListener("done", function () {
       source.close();

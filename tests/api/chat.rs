@@ -155,7 +155,9 @@ async fn cancel_stops_the_upstream_request_and_keeps_the_partial_text() {
     let fay = app.user("fay").await;
     let conversation = fay.conversation().await;
     let message = fay.send(conversation, "never ending").await;
-    let first = fay.events_until(conversation, message, None, 2).await;
+    // A notice (no Jira token stored), then the two pieces.
+    let first = fay.events_until(conversation, message, None, 3).await;
+    assert_eq!(first[0].event, "notice");
     assert_eq!(text_of(&first), "partial answer ");
     assert_eq!(mock.open_streams(), 1);
     let cancel = fay.post(&format!("/api/v1/conversations/{conversation}/messages/{message}/cancel"), &json!({})).await;
@@ -531,6 +533,7 @@ async fn the_websocket_sends_streams_and_cancels() {
         assert_eq!(frame["message_id"], message);
         match frame["type"].as_str().unwrap() {
             "token" => text.push_str(frame["text"].as_str().unwrap()),
+            "notice" => assert!(frame["message"].as_str().unwrap().starts_with("No Jira token is stored")),
             "done" => {
                 assert_eq!(frame["status"], "complete");
                 break;
@@ -546,6 +549,7 @@ async fn the_websocket_sends_streams_and_cancels() {
         .await
         .unwrap();
     let message = next(&mut socket).await["message_id"].as_i64().unwrap();
+    assert_eq!(next(&mut socket).await["type"], "notice", "the user has no Jira token");
     assert_eq!(next(&mut socket).await["type"], "token");
     socket
         .send(Frame::text(

@@ -28,6 +28,15 @@ pub struct Message {
     pub completion_tokens: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Notices shown while the answer was written, as a JSON array of strings.
+    #[serde(skip)]
+    pub notices: Option<String>,
+}
+
+impl Message {
+    pub fn notice_list(&self) -> Vec<String> {
+        self.notices.as_deref().and_then(|n| serde_json::from_str(n).ok()).unwrap_or_default()
+    }
 }
 
 /// A message to add.
@@ -48,13 +57,15 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
+    /// JSON array of notices, if any.
+    pub notices: Option<&'a str>,
 }
 
 macro_rules! select_messages {
     ($rest:literal) => {
         concat!(
             "SELECT m.id, m.conversation_id, m.role, m.content, m.status, m.error, m.prompt_name, m.endpoint, ",
-            "m.prompt_tokens, m.completion_tokens, m.created_at, m.finished_at FROM messages m ",
+            "m.prompt_tokens, m.completion_tokens, m.created_at, m.finished_at, m.notices FROM messages m ",
             $rest
         )
     };
@@ -225,8 +236,8 @@ pub async fn finish(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE messages SET content = ?, status = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, finished_at = ? \
-         WHERE id = ?",
+        "UPDATE messages SET content = ?, status = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, finished_at = ?, \
+         notices = ? WHERE id = ?",
     )
     .bind(outcome.content)
     .bind(outcome.status)
@@ -234,6 +245,7 @@ pub async fn finish(
     .bind(outcome.prompt_tokens)
     .bind(outcome.completion_tokens)
     .bind(now)
+    .bind(outcome.notices)
     .bind(id)
     .execute(conn)
     .await?;
@@ -258,4 +270,85 @@ pub async fn fail_interrupted(
 
 fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// A tool call of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ToolCallRow {
+    pub message_id: i64,
+    pub call_id: String,
+    pub server: String,
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+    pub writes: bool,
+    /// `pending` (waiting for approval), `running`, `done`, `failed` or `refused`.
+    pub status: String,
+    pub result: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn add_tool_call(conn: &mut SqliteConnection, call: &ToolCallRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tool_calls (message_id, call_id, server, name, arguments, writes, status, result, created_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, call_id) DO NOTHING",
+    )
+    .bind(call.message_id)
+    .bind(&call.call_id)
+    .bind(&call.server)
+    .bind(&call.name)
+    .bind(&call.arguments)
+    .bind(call.writes)
+    .bind(&call.status)
+    .bind(&call.result)
+    .bind(call.created_at)
+    .bind(call.finished_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_tool_call(
+    conn: &mut SqliteConnection,
+    message_id: i64,
+    call_id: &str,
+    status: &str,
+    result: Option<&str>,
+    finished_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tool_calls SET status = ?, result = ?, finished_at = ? WHERE message_id = ? AND call_id = ?")
+        .bind(status)
+        .bind(result)
+        .bind(finished_at)
+        .bind(message_id)
+        .bind(call_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The tool calls of every answer in one of the user's conversations, in order.
+pub async fn tool_calls(conn: &mut SqliteConnection, user_id: i64, conversation_id: i64) -> Result<Vec<ToolCallRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.message_id, t.call_id, t.server, t.name, t.arguments, t.writes, t.status, t.result, t.created_at, \
+         t.finished_at FROM tool_calls t JOIN messages m ON m.id = t.message_id JOIN conversations c ON c.id = m.conversation_id \
+         WHERE m.conversation_id = ? AND c.user_id = ? ORDER BY t.id",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Calls still waiting or running when the process stopped: they never finished.
+pub async fn fail_interrupted_tool_calls(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE tool_calls SET status = 'failed', result = 'interrupted: the server stopped', finished_at = ? \
+         WHERE status IN ('pending', 'running')",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
 }

@@ -234,3 +234,21 @@ pub async fn cancel(
 pub async fn prompts(State(state): State<AppState>, CurrentUser(_): CurrentUser) -> ApiJson<Vec<PromptInfo>> {
     ApiJson(state.chat.prompts())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    approve: bool,
+}
+
+/// `POST …/messages/{mid}/approvals/{call_id}` `{approve}`: the user's decision on a write
+/// tool call the answer waits for. 204 taken; 409 when nothing waits under that id.
+pub async fn decide(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path((id, message_id, call_id)): Path<(i64, i64, String)>,
+    ApiJson(decision): ApiJson<Decision>,
+) -> Result<StatusCode, ApiError> {
+    state.chat.decide(session.user.id, id, message_id, &call_id, decision.approve).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

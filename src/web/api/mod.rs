@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/conversations/{id}/messages/{message_id}", get(conversations::message))
         .route("/conversations/{id}/messages/{message_id}/events", get(conversations::events))
         .route("/conversations/{id}/messages/{message_id}/cancel", post(conversations::cancel))
+        .route("/conversations/{id}/messages/{message_id}/approvals/{call_id}", post(conversations::decide))
         .route("/prompts", get(conversations::prompts))
         .route("/ws", get(ws::upgrade))
         .route("/admin/config", get(admin::config))

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Layout, PageResult, see_other, when};
 use crate::chat::{self, PromptInfo};
-use crate::db::repositories::conversations::{Conversation, Message};
+use crate::db::repositories::conversations::{Conversation, Message, ToolCallRow};
 use crate::web::AppState;
 use crate::web::session::CurrentUser;
 
@@ -20,6 +20,31 @@ pub struct ConversationLink {
     title: String,
     updated: String,
     current: bool,
+}
+
+#[derive(Debug)]
+pub struct ToolCallView {
+    name: String,
+    arguments: String,
+    status: String,
+    result: String,
+    writes: bool,
+}
+
+impl From<&ToolCallRow> for ToolCallView {
+    fn from(row: &ToolCallRow) -> Self {
+        let arguments = serde_json::from_str::<serde_json::Value>(&row.arguments)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| row.arguments.clone());
+        Self {
+            name: row.name.clone(),
+            arguments,
+            status: row.status.clone(),
+            result: row.result.clone().unwrap_or_default(),
+            writes: row.writes,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -34,10 +59,12 @@ pub struct MessageView {
     error: String,
     streaming: bool,
     when: String,
+    tool_calls: Vec<ToolCallView>,
+    notices: Vec<String>,
 }
 
 impl MessageView {
-    fn new(message: &Message) -> Self {
+    fn new(message: &Message, calls: &[ToolCallRow]) -> Self {
         let is_user = message.role == "user";
         Self {
             id: message.id,
@@ -49,6 +76,13 @@ impl MessageView {
             error: message.error.clone().unwrap_or_default(),
             streaming: message.status == "streaming",
             when: when(message.created_at),
+            notices: message.notice_list(),
+            // An answer still being written shows its calls as they replay from its events.
+            tool_calls: if message.status == "streaming" {
+                Vec::new()
+            } else {
+                calls.iter().filter(|c| c.message_id == message.id).map(ToolCallView::from).collect()
+            },
         }
     }
 }
@@ -108,7 +142,8 @@ async fn render(
     let (conversation, messages) = match id {
         Some(id) => {
             let (conversation, messages) = state.chat.get(session.user.id, id).await?;
-            (Some(conversation), messages.iter().map(MessageView::new).collect())
+            let calls = state.chat.tool_calls(session.user.id, id).await?;
+            (Some(conversation), messages.iter().map(|m| MessageView::new(m, &calls)).collect())
         }
         None => (None, Vec::new()),
     };
@@ -139,7 +174,8 @@ pub async fn message(
     Path((id, message_id)): Path<(i64, i64)>,
 ) -> PageResult {
     let message = state.chat.message(session.user.id, id, message_id).await?;
-    Ok(MessagePartial { message: MessageView::new(&message) }.into_response())
+    let calls = state.chat.tool_calls(session.user.id, id).await?;
+    Ok(MessagePartial { message: MessageView::new(&message, &calls) }.into_response())
 }
 
 pub async fn create(State(state): State<AppState>, CurrentUser(session): CurrentUser) -> PageResult {
