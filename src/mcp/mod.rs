@@ -39,6 +39,8 @@ pub enum McpError {
     Timeout { server: String, timeout: Duration },
     #[error("the stored token cannot be opened: {0}")]
     Vault(String),
+    #[error("no MCP server in the configuration checks {} tokens (set `whoami` on one that uses them)", .0.title())]
+    NoCheck(Service),
 }
 
 /// What a tool call returned.
@@ -165,6 +167,20 @@ impl McpManager {
                 Ok(ToolOutput { text: text.join("\n"), is_error: result.is_error == Some(true) })
             }
         }
+    }
+
+    /// Calls the harmless "who am I" tool of the first server that uses the user's token for
+    /// `service`, to show whom the service sees. `Ok` holds the tool's answer.
+    pub async fn whoami(&self, snapshot: &ConfigSnapshot, user_id: i64, service: Service) -> Result<ToolOutput, McpError> {
+        let (server, settings) = snapshot
+            .config
+            .service
+            .mcp_servers
+            .iter()
+            .find(|(_, s)| matches!(s.auth, McpAuth::UserToken { service: used } if used == service) && s.whoami.is_some())
+            .ok_or(McpError::NoCheck(service))?;
+        let whoami = settings.whoami.clone().ok_or(McpError::NoCheck(service))?;
+        self.call(snapshot, server, user_id, &whoami.tool, whoami.arguments).await
     }
 
     /// Closes sessions unused for longer than their server's idle timeout.

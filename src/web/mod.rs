@@ -82,6 +82,7 @@ pub fn router(state: AppState, exposure: Exposure) -> Router {
             .route("/settings/password", post(pages::settings::change_password))
             .route("/settings/credentials/{service}", post(pages::settings::set_token))
             .route("/settings/credentials/{service}/remove", post(pages::settings::remove_token))
+            .route("/settings/credentials/{service}/test", post(pages::settings::test_token))
             .route("/admin", get(pages::admin::index))
             .route("/admin/users", get(pages::admin::users).post(pages::admin::create_user))
             .route("/admin/users/{id}/role", post(pages::admin::set_role))

@@ -88,3 +88,39 @@ pub async fn change_password(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionCheck {
+    ok: bool,
+    message: String,
+}
+
+/// `POST /api/v1/me/credentials/{service}/test`: calls a harmless tool with the stored
+/// token and says who the service thinks the caller is, or why it did not work.
+pub async fn test_credential(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<ConnectionCheck>, ApiError> {
+    let service = service(&raw)?;
+    let (ok, message) = check_connection(&state, session.user.id, service).await?;
+    Ok(ApiJson(ConnectionCheck { ok, message }))
+}
+
+/// `(works, what to tell the user)`.
+pub async fn check_connection(state: &AppState, user_id: i64, service: Service) -> Result<(bool, String), ApiError> {
+    let snapshot = state.config.current().ok_or_else(|| ApiError::Unavailable("no valid configuration is loaded".into()))?;
+    Ok(match state.mcp.whoami(&snapshot, user_id, service).await {
+        Ok(output) if !output.is_error => (true, format!("{} answered: {}", service.title(), clip(&output.text))),
+        Ok(output) => (false, format!("{} refused: {}", service.title(), clip(&output.text))),
+        Err(e) => (false, format!("The check failed: {e}.")),
+    })
+}
+
+fn clip(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(600) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}

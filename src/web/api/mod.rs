@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(me::me))
         .route("/me/password", put(me::change_password))
         .route("/me/credentials/{service}", put(me::set_credential).delete(me::remove_credential))
+        .route("/me/credentials/{service}/test", post(me::test_credential))
         .route("/conversations", get(conversations::list).post(conversations::create))
         .route(
             "/conversations/{id}",

@@ -74,20 +74,29 @@ fn notice_text(code: Option<&str>) -> Option<&'static str> {
     }
 }
 
+/// A message to show on one credential card.
+#[derive(Debug)]
+struct CardNote {
+    service: Service,
+    message: Option<String>,
+    error: Option<String>,
+}
+
 async fn render(
     state: &AppState,
     session: &Authenticated,
     status: StatusCode,
     notice: Option<&'static str>,
     password_error: Option<String>,
-    card_error: Option<(Service, String)>,
+    card: Option<CardNote>,
 ) -> PageResult {
     let mut credentials: Vec<CredentialView> =
         state.vault.statuses(session.user.id).await?.iter().map(CredentialView::new).collect();
-    if let Some((service, message)) = card_error
-        && let Some(card) = credentials.iter_mut().find(|c| c.service == service.as_str())
+    if let Some(note) = card
+        && let Some(card) = credentials.iter_mut().find(|c| c.service == note.service.as_str())
     {
-        card.error = Some(message);
+        card.message = note.message;
+        card.error = note.error;
     }
     let page = SettingsPage {
         layout: Layout::signed_in("Settings", "settings", session),
@@ -129,6 +138,30 @@ pub async fn set_token(
     respond(&state, &session, service, &headers, result.map(|_| "Token saved."), "token_saved").await
 }
 
+/// "Test connection": the card again, with what the service said.
+pub async fn test_token(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> PageResult {
+    let service = parse_service(&service)?;
+    let (ok, text) = crate::web::api::me::check_connection(&state, session.user.id, service).await?;
+    if !is_htmx(&headers) {
+        let note = if ok {
+            CardNote { service, message: Some(text), error: None }
+        } else {
+            CardNote { service, message: None, error: Some(text) }
+        };
+        return render(&state, &session, StatusCode::OK, None, None, Some(note)).await;
+    }
+    let statuses = state.vault.statuses(session.user.id).await?;
+    let current = statuses.iter().find(|s| s.service == service).ok_or(ApiError::NotFound("no such service"))?;
+    let (message, error) = if ok { (Some(text), None) } else { (None, Some(text)) };
+    let credential = CredentialView { message, error, ..CredentialView::new(current) };
+    Ok(CredentialCard { credential, csrf_token: session.csrf_token.clone() }.into_response())
+}
+
 pub async fn remove_token(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
@@ -160,7 +193,8 @@ async fn respond(
         return match error {
             None => Ok(see_other(&format!("/settings?notice={notice}"))),
             Some(reason) => {
-                render(state, session, StatusCode::UNPROCESSABLE_ENTITY, None, None, Some((service, reason))).await
+                let note = CardNote { service, message: None, error: Some(reason) };
+                render(state, session, StatusCode::UNPROCESSABLE_ENTITY, None, None, Some(note)).await
             }
         };
     }
