@@ -157,10 +157,12 @@ impl AgentRun {
 
     /// Runs one tool call: announce it, wait for approval if it writes, call it, report.
     async fn run_tool(&self, call: &ToolCall, offered: &[ToolInfo]) -> ToolOutput {
-        let arguments: Value = serde_json::from_str(if call.arguments.trim().is_empty() { "{}" } else { &call.arguments })
-            .unwrap_or_else(|_| Value::String(call.arguments.clone()));
+        let arguments: Value =
+            serde_json::from_str(if call.arguments.trim().is_empty() { "{}" } else { &call.arguments })
+                .unwrap_or_else(|_| Value::String(call.arguments.clone()));
         let Some(tool) = offered.iter().find(|t| t.name == call.name) else {
-            let output = ToolOutput { text: format!("There is no tool named {:?} available.", call.name), is_error: true };
+            let output =
+                ToolOutput { text: format!("There is no tool named {:?} available.", call.name), is_error: true };
             self.generation.push(ChatEvent::ToolCall {
                 call_id: call.id.clone(),
                 server: String::new(),
@@ -198,7 +200,8 @@ impl AgentRun {
         };
         if tool.writes && !self.approved(call, &arguments).await {
             let output = ToolOutput {
-                text: "The user refused this action; it was not carried out. Do not try it again unless they ask.".into(),
+                text: "The user refused this action; it was not carried out. Do not try it again unless they ask."
+                    .into(),
                 is_error: true,
             };
             return self.finish_tool(call, output, "refused").await;
@@ -234,7 +237,9 @@ impl AgentRun {
         if approved {
             let (message_id, call_id) = (self.generation.message_id, call.id.clone());
             self.store(move |conn| {
-                Box::pin(async move { conversations::update_tool_call(conn, message_id, &call_id, "running", None, None).await })
+                Box::pin(async move {
+                    conversations::update_tool_call(conn, message_id, &call_id, "running", None, None).await
+                })
             })
             .await;
         }
@@ -246,7 +251,15 @@ impl AgentRun {
             (self.generation.message_id, call.id.clone(), output.text.clone(), status.to_owned());
         self.store(move |conn| {
             Box::pin(async move {
-                conversations::update_tool_call(conn, message_id, &call_id, &status_owned, Some(&text), Some(Utc::now())).await
+                conversations::update_tool_call(
+                    conn,
+                    message_id,
+                    &call_id,
+                    &status_owned,
+                    Some(&text),
+                    Some(Utc::now()),
+                )
+                .await
             })
         })
         .await;

@@ -364,8 +364,12 @@ impl Task {
                 ("failed", Some(message), usage)
             }
         };
-        metrics.generations.get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() }).inc();
-        let notices = (!outcome.notices.is_empty()).then(|| serde_json::to_string(&outcome.notices).unwrap_or_default());
+        metrics
+            .generations
+            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() })
+            .inc();
+        let notices =
+            (!outcome.notices.is_empty()).then(|| serde_json::to_string(&outcome.notices).unwrap_or_default());
         let outcome = Outcome {
             content: &outcome.text,
             status,

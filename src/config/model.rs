@@ -259,8 +259,20 @@ impl Default for ToolSelection {
             deny: Vec::new(),
             default: None,
             write_patterns: [
-                "*create*", "*update*", "*delete*", "*add*", "*edit*", "*transition*", "*move*", "*link*", "*upload*",
-                "*remove*", "*assign*", "*set*", "*write*", "*post*",
+                "*create*",
+                "*update*",
+                "*delete*",
+                "*add*",
+                "*edit*",
+                "*transition*",
+                "*move*",
+                "*link*",
+                "*upload*",
+                "*remove*",
+                "*assign*",
+                "*set*",
+                "*write*",
+                "*post*",
             ]
             .into_iter()
             .map(String::from)

@@ -88,7 +88,10 @@ impl McpManager {
             vault,
             metrics,
             sessions: Mutex::new(HashMap::new()),
-            tool_lists: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build(),
+            tool_lists: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             generation: AtomicU64::new(0),
         }
     }
@@ -170,17 +173,34 @@ impl McpManager {
     }
 
     /// Calls the harmless "who am I" tool of the first server that uses the user's token for
-    /// `service`, to show whom the service sees. `Ok` holds the tool's answer.
-    pub async fn whoami(&self, snapshot: &ConfigSnapshot, user_id: i64, service: Service) -> Result<ToolOutput, McpError> {
+    /// `service`, to show whom the service sees; `"{{username}}"` in its arguments becomes
+    /// the promptops user name. `Ok` holds the tool's answer.
+    pub async fn whoami(
+        &self,
+        snapshot: &ConfigSnapshot,
+        user_id: i64,
+        username: &str,
+        service: Service,
+    ) -> Result<ToolOutput, McpError> {
         let (server, settings) = snapshot
             .config
             .service
             .mcp_servers
             .iter()
-            .find(|(_, s)| matches!(s.auth, McpAuth::UserToken { service: used } if used == service) && s.whoami.is_some())
+            .find(|(_, s)| {
+                matches!(s.auth, McpAuth::UserToken { service: used } if used == service) && s.whoami.is_some()
+            })
             .ok_or(McpError::NoCheck(service))?;
         let whoami = settings.whoami.clone().ok_or(McpError::NoCheck(service))?;
-        self.call(snapshot, server, user_id, &whoami.tool, whoami.arguments).await
+        let arguments = whoami
+            .arguments
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) if s == "{{username}}" => (k, Value::String(username.to_owned())),
+                other => (k, other),
+            })
+            .collect();
+        self.call(snapshot, server, user_id, &whoami.tool, arguments).await
     }
 
     /// Closes sessions unused for longer than their server's idle timeout.

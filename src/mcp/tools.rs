@@ -26,10 +26,7 @@ impl ToolInfo {
     pub fn new(server: &str, tool: &rmcp::model::Tool, selection: &ToolSelection) -> Self {
         let name = tool.name.to_string();
         let annotations = tool.annotations.as_ref();
-        let writes = match (
-            annotations.and_then(|a| a.read_only_hint),
-            annotations.and_then(|a| a.destructive_hint),
-        ) {
+        let writes = match (annotations.and_then(|a| a.read_only_hint), annotations.and_then(|a| a.destructive_hint)) {
             (Some(true), _) => false,
             (_, Some(true)) => true,
             _ => matches_any(&selection.write_patterns, &name),

@@ -25,8 +25,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::auth::AuthService;
 use crate::auth::vault::TokenVault;
 use crate::chat::ChatService;
-use crate::mcp::McpManager;
 use crate::config::{ConfigReloader, ConfigStore};
+use crate::mcp::McpManager;
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
 

@@ -11,9 +11,14 @@ mod config_reload;
 #[path = "../support/configmap.rs"]
 mod configmap;
 mod helpers;
+mod mcp;
+#[path = "../support/mcp_servers.rs"]
+mod mcp_servers;
 #[path = "../support/mock_llm.rs"]
 mod mock_llm;
 mod probes;
 mod security;
 mod smoke;
+#[path = "../support/stub_atlassian.rs"]
+mod stub_atlassian;
 mod vault;

@@ -329,7 +329,11 @@ pub async fn update_tool_call(
 }
 
 /// The tool calls of every answer in one of the user's conversations, in order.
-pub async fn tool_calls(conn: &mut SqliteConnection, user_id: i64, conversation_id: i64) -> Result<Vec<ToolCallRow>, sqlx::Error> {
+pub async fn tool_calls(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    conversation_id: i64,
+) -> Result<Vec<ToolCallRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.message_id, t.call_id, t.server, t.name, t.arguments, t.writes, t.status, t.result, t.created_at, \
          t.finished_at FROM tool_calls t JOIN messages m ON m.id = t.message_id JOIN conversations c ON c.id = m.conversation_id \

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::model::Service;
+use crate::auth::model::{Service, User};
 use crate::auth::vault::CredentialStatus;
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson};
@@ -103,14 +103,15 @@ pub async fn test_credential(
     Path(raw): Path<String>,
 ) -> Result<ApiJson<ConnectionCheck>, ApiError> {
     let service = service(&raw)?;
-    let (ok, message) = check_connection(&state, session.user.id, service).await?;
+    let (ok, message) = check_connection(&state, &session.user, service).await?;
     Ok(ApiJson(ConnectionCheck { ok, message }))
 }
 
 /// `(works, what to tell the user)`.
-pub async fn check_connection(state: &AppState, user_id: i64, service: Service) -> Result<(bool, String), ApiError> {
-    let snapshot = state.config.current().ok_or_else(|| ApiError::Unavailable("no valid configuration is loaded".into()))?;
-    Ok(match state.mcp.whoami(&snapshot, user_id, service).await {
+pub async fn check_connection(state: &AppState, user: &User, service: Service) -> Result<(bool, String), ApiError> {
+    let snapshot =
+        state.config.current().ok_or_else(|| ApiError::Unavailable("no valid configuration is loaded".into()))?;
+    Ok(match state.mcp.whoami(&snapshot, user.id, &user.username, service).await {
         Ok(output) if !output.is_error => (true, format!("{} answered: {}", service.title(), clip(&output.text))),
         Ok(output) => (false, format!("{} refused: {}", service.title(), clip(&output.text))),
         Err(e) => (false, format!("The check failed: {e}.")),

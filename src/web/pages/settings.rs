@@ -146,7 +146,7 @@ pub async fn test_token(
     headers: HeaderMap,
 ) -> PageResult {
     let service = parse_service(&service)?;
-    let (ok, text) = crate::web::api::me::check_connection(&state, session.user.id, service).await?;
+    let (ok, text) = crate::web::api::me::check_connection(&state, &session.user, service).await?;
     if !is_htmx(&headers) {
         let note = if ok {
             CardNote { service, message: Some(text), error: None }
