@@ -255,7 +255,7 @@ async fn test_connection_says_who_jira_sees() {
     let check = alice.post("/api/v1/me/credentials/jira/test", &json!({})).await;
     let body: Value = check.json().await.unwrap();
     assert_eq!(body["ok"], true, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("Alice Example"), "{body}");
+    assert_eq!(body["message"], "Connected: Jira knows you as Alice Example (alice).");
     let card = alice.form("/settings/credentials/jira/test", &[]).await.text().await.unwrap();
     assert!(card.contains("Alice Example"));
 

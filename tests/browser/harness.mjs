@@ -159,11 +159,21 @@ export async function screenshot(page, name) {
  * the promptops binary): it echoes each question back word by word, `delayMs` apart.
  * Returns { base, stop() } where base is the OpenAI-style base URL.
  */
-export async function startMockLlm({ delayMs = 60 } = {}) {
-  const bin = path.join(path.dirname(path.resolve(process.env.PROMPTOPS_BIN ?? '')), 'examples', 'mock_llm');
+export async function startMockLlm({ delayMs = 60, mode = 'echo' } = {}) {
+  return startExample('mock_llm', { MOCK_LLM_DELAY_MS: String(delayMs), MOCK_LLM_MODE: mode });
+}
+
+/** The stub Jira/Confluence (examples/stub_atlassian); `base` is its URL. */
+export async function startStubAtlassian() {
+  return startExample('stub_atlassian', {});
+}
+
+/** An example program that prints its URL on its first stdout line. */
+async function startExample(name, env) {
+  const bin = path.join(path.dirname(path.resolve(process.env.PROMPTOPS_BIN ?? '')), 'examples', name);
   const child = spawn(bin, [], {
-    env: { ...process.env, MOCK_LLM_DELAY_MS: String(delayMs) },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'ignore'],
   });
   const [line] = await Promise.race([
     once(createInterface({ input: child.stdout }), 'line'),
@@ -177,6 +187,35 @@ export async function startMockLlm({ delayMs = 60 } = {}) {
         child.kill('SIGTERM');
         await once(child, 'exit');
       }
+    },
+  };
+}
+
+/**
+ * mcp-atlassian (scripts/mcp-test-env, installed once into the cache) in front of `jiraUrl`.
+ * Returns { url, stop() }.
+ */
+export async function startMcpAtlassian(jiraUrl) {
+  const port = await freePort();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'promptops-mcp-'));
+  const script = path.join(repoRoot, 'scripts', 'mcp-test-env');
+  const child = spawn(script, ['start-atlassian', jiraUrl, String(port), path.join(dir, 'mcp-atlassian.log')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [line] = await Promise.race([
+    once(createInterface({ input: child.stdout }), 'line'),
+    sleep(90_000).then(() => Promise.reject(new Error('mcp-atlassian did not start within 90 s'))),
+  ]);
+  const pid = Number(line.trim());
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    stop: async () => {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -41,6 +41,10 @@ pub enum Script {
     ToolCall { name: String, arguments: String },
     /// Raw body lines with a content type, for company formats (NDJSON, odd SSE).
     Raw { content_type: &'static str, body: String },
+    /// A tiny Jira "agent" for demos and browser tests: asked to comment, it calls
+    /// `jira_add_comment` on PAY-7; asked about PAY-7, it calls `jira_get_issue`; given a
+    /// tool result, it answers from it; anything else is echoed.
+    Agent { delay: Duration },
 }
 
 /// What the mock received.
@@ -260,6 +264,41 @@ async fn complete(State(state): State<Arc<MockState>>, headers: HeaderMap, body:
                 Step::Send(chunk(json!({}), Some("tool_calls"))),
                 Step::Send("data: [DONE]\n\n".into()),
             ];
+            sse(state, steps, "text/event-stream")
+        }
+        Script::Agent { delay } => {
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let last = messages.last().cloned().unwrap_or(Value::Null);
+            let asked = last["content"].as_str().unwrap_or("").to_lowercase();
+            let call = |name: &str, arguments: Value| {
+                let steps = vec![
+                    Step::Send(chunk(
+                        json!({"role": "assistant", "tool_calls": [{"index": 0, "id": format!("call_{}", messages.len()),
+                        "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}),
+                        None,
+                    )),
+                    Step::Send(chunk(json!({}), Some("tool_calls"))),
+                    Step::Send("data: [DONE]\n\n".into()),
+                ];
+                steps
+            };
+            let steps = if last["role"] == "tool" {
+                let result = last["content"].as_str().unwrap_or("");
+                let answer = if result.starts_with("The user refused") {
+                    "Understood: I did not comment.".to_owned()
+                } else if result.contains("PAY-9") {
+                    "**PAY-7** (Payment retries fail) is blocked by **PAY-9**: the gateway SDK upgrade.".to_owned()
+                } else {
+                    format!("Done. The tool answered: {}", result.chars().take(80).collect::<String>())
+                };
+                stream_steps(&words(&answer), delay)
+            } else if asked.contains("comment") {
+                call("jira_add_comment", json!({"issue_key": "PAY-7", "body": "Escalated by promptops."}))
+            } else if asked.contains("pay-7") {
+                call("jira_get_issue", json!({"issue_key": "PAY-7"}))
+            } else {
+                stream_steps(&words(&format!("You said: {}", last["content"].as_str().unwrap_or(""))), delay)
+            };
             sse(state, steps, "text/event-stream")
         }
         Script::Raw { content_type, body } => {

@@ -112,10 +112,24 @@ pub async fn check_connection(state: &AppState, user: &User, service: Service) -
     let snapshot =
         state.config.current().ok_or_else(|| ApiError::Unavailable("no valid configuration is loaded".into()))?;
     Ok(match state.mcp.whoami(&snapshot, user.id, &user.username, service).await {
-        Ok(output) if !output.is_error => (true, format!("{} answered: {}", service.title(), clip(&output.text))),
+        Ok(output) if !output.is_error => match identity(&output.text) {
+            Some(who) => (true, format!("Connected: {} knows you as {who}.", service.title())),
+            None => (true, format!("{} answered: {}", service.title(), clip(&output.text))),
+        },
         Ok(output) => (false, format!("{} refused: {}", service.title(), clip(&output.text))),
         Err(e) => (false, format!("The check failed: {e}.")),
     })
+}
+
+/// "Display Name (name)" from a user profile answer, wherever the server puts it.
+fn identity(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let user = value.get("user").unwrap_or(&value);
+    let display = user.get("display_name").or_else(|| user.get("displayName")).and_then(|v| v.as_str())?;
+    match user.get("name").or_else(|| user.get("username")).and_then(|v| v.as_str()) {
+        Some(name) => Some(format!("{display} ({name})")),
+        None => Some(display.to_owned()),
+    }
 }
 
 fn clip(text: &str) -> String {
