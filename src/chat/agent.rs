@@ -72,7 +72,8 @@ impl AgentRun {
             }
             messages.push(json!({
                 "role": "assistant",
-                "content": if completion.text.is_empty() { Value::Null } else { Value::String(completion.text.clone()) },
+                // "" rather than null: OpenAI takes both, llama.cpp's server only the former.
+                "content": completion.text,
                 "tool_calls": completion.tool_calls.iter().map(|c| json!({
                     "id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments},
                 })).collect::<Vec<_>>(),

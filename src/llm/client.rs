@@ -367,7 +367,11 @@ impl Reader {
                 slot.0 = id.to_owned();
             }
             if let Some(function) = call.get("function") {
-                if let Some(name) = function.get("name").and_then(Value::as_str) {
+                // OpenAI sends the name once; llama.cpp repeats it in every chunk; others
+                // could split it. Append only what is new.
+                if let Some(name) = function.get("name").and_then(Value::as_str)
+                    && slot.1 != name
+                {
                     slot.1.push_str(name);
                 }
                 match function.get("arguments") {

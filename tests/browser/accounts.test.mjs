@@ -47,7 +47,7 @@ test('sign in, store a token, see only its hint, sign out', async (t) => {
   const { page, errors } = await watchedPage(context);
   try {
     await page.goto(`${server.baseUrl}/`);
-    assert.match(page.url(), /\/login\?next=%2Fsettings$/);
+    assert.match(page.url(), /\/login\?next=%2F$/);
     await screenshot(page, 'login');
 
     await signIn(page, 'not-the-password');
