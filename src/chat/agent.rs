@@ -222,7 +222,7 @@ impl AgentRun {
 
     /// Asks the user; a timeout or a cancelled answer counts as a refusal.
     async fn approved(&self, call: &ToolCall, arguments: &serde_json::Map<String, Value>) -> bool {
-        let decision = self.generation.await_approval(&call.id);
+        let decision = self.generation.await_approval(&call.id, &call.name);
         self.generation.push(ChatEvent::ApprovalRequired {
             call_id: call.id.clone(),
             name: call.name.clone(),

@@ -69,8 +69,9 @@ pub struct Generation {
     events: Mutex<Vec<StampedEvent>>,
     latest: watch::Sender<u64>,
     finished: AtomicBool,
-    /// Write tool calls waiting for the user, by call id.
-    approvals: Mutex<HashMap<String, oneshot::Sender<bool>>>,
+    /// Write tool calls waiting for the user, by call id: the tool's name and the channel
+    /// that carries the decision.
+    approvals: Mutex<HashMap<String, (String, oneshot::Sender<bool>)>>,
 }
 
 /// Why a decision on a tool call was not taken.
@@ -93,16 +94,21 @@ impl Generation {
     }
 
     /// Registers a tool call that waits for the user; the receiver gets their decision.
-    pub fn await_approval(&self, call_id: &str) -> oneshot::Receiver<bool> {
+    pub fn await_approval(&self, call_id: &str, tool: &str) -> oneshot::Receiver<bool> {
         let (decide, decision) = oneshot::channel();
-        self.approvals.lock().unwrap_or_else(PoisonError::into_inner).insert(call_id.to_owned(), decide);
+        self.approvals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(call_id.to_owned(), (tool.to_owned(), decide));
         decision
     }
 
-    /// The user's decision on a waiting tool call.
-    pub fn decide(&self, call_id: &str, approve: bool) -> Result<(), NotPending> {
+    /// The user's decision on a waiting tool call; returns the tool's name.
+    pub fn decide(&self, call_id: &str, approve: bool) -> Result<String, NotPending> {
         let waiting = self.approvals.lock().unwrap_or_else(PoisonError::into_inner).remove(call_id);
-        waiting.ok_or(NotPending)?.send(approve).map_err(|_| NotPending)
+        let (tool, decide) = waiting.ok_or(NotPending)?;
+        decide.send(approve).map_err(|_| NotPending)?;
+        Ok(tool)
     }
 
     /// Forgets a waiting call (timed out or cancelled).

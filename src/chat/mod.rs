@@ -129,7 +129,7 @@ impl ChatService {
         conversations::fail_interrupted(&mut conn, reason, Utc::now()).await
     }
 
-    /// The user's decision on a write tool call an answer is waiting for.
+    /// The user's decision on a write tool call an answer is waiting for; returns the tool.
     pub async fn decide(
         &self,
         user_id: i64,
@@ -137,7 +137,7 @@ impl ChatService {
         message_id: i64,
         call_id: &str,
         approve: bool,
-    ) -> Result<(), ChatError> {
+    ) -> Result<String, ChatError> {
         self.message(user_id, conversation_id, message_id).await?;
         let generation = self.generation(user_id, message_id).ok_or(ChatError::NotPending)?;
         generation.decide(call_id, approve).map_err(|NotPending| ChatError::NotPending)

@@ -184,6 +184,17 @@ async fn a_write_waits_for_approval_and_nothing_is_written_before() {
     let tool_message = told.as_array().unwrap().iter().rev().find(|m| m["role"] == "tool").unwrap();
     assert!(tool_message["content"].as_str().unwrap().starts_with("The user refused this action"));
 
+    // Both decisions are in the audit log.
+    let admin = w.app.admin().await;
+    let audit = admin.json("/api/v1/admin/audit?action=tool.&actor=alice").await;
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, [("tool.refuse", "jira_add_comment"), ("tool.approve", "jira_add_comment")]);
+
     // A finished conversation still shows its tool calls.
     let page = alice.get(&format!("/c/{conversation}")).await.text().await.unwrap();
     assert!(page.contains("jira_add_comment") && page.contains("refused"));

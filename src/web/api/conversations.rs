@@ -13,13 +13,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, Outcome};
 use crate::chat::generation::{ChatEvent, StampedEvent};
 use crate::chat::{self, Ask, PromptInfo, Sent};
 use crate::db::repositories::conversations::{Conversation, Message};
 use crate::llm::Usage;
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson};
-use crate::web::session::CurrentUser;
+use crate::web::session::{ClientAddr, CurrentUser};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -246,9 +247,14 @@ pub struct Decision {
 pub async fn decide(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path((id, message_id, call_id)): Path<(i64, i64, String)>,
     ApiJson(decision): ApiJson<Decision>,
 ) -> Result<StatusCode, ApiError> {
-    state.chat.decide(session.user.id, id, message_id, &call_id, decision.approve).await?;
+    let tool = state.chat.decide(session.user.id, id, message_id, &call_id, decision.approve).await?;
+    let action = if decision.approve { "tool.approve" } else { "tool.refuse" };
+    let detail = format!("conversation {id}, message {message_id}, call {call_id}");
+    let event = audit::Event { action, target: Some(&tool), outcome: Outcome::Success, detail: Some(&detail) };
+    state.auth.audit.record(&client.actor(&session), event).await;
     Ok(StatusCode::NO_CONTENT)
 }

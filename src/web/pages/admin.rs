@@ -349,6 +349,9 @@ const KNOWN_ACTIONS: &[&str] = &[
     "user.role",
     "user.reset_password",
     "config.reload",
+    "tool.",
+    "tool.approve",
+    "tool.refuse",
 ];
 
 pub async fn audit(
