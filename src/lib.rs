@@ -12,4 +12,5 @@ pub mod llm;
 pub mod mcp;
 pub mod settings;
 pub mod telemetry;
+pub mod text;
 pub mod web;

@@ -306,8 +306,8 @@ fn add_usage(total: &mut Usage, more: Usage) {
 
 /// At most `limit` characters, with a note when cut.
 fn clip(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}\n[… cut: the result had more than {limit} characters]", &text[..end]),
-        None => text.to_owned(),
+    match crate::text::prefix(text, limit) {
+        (kept, true) => format!("{kept}\n[… cut: the result had more than {limit} characters]"),
+        (all, false) => all.to_owned(),
     }
 }

@@ -474,10 +474,7 @@ async fn error_message(response: reqwest::Response) -> String {
 }
 
 fn clip(text: &str) -> &str {
-    match text.char_indices().nth(200) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
+    crate::text::prefix(text, 200).0
 }
 
 fn describe(error: &reqwest::Error) -> String {

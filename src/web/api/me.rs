@@ -133,9 +133,8 @@ fn identity(text: &str) -> Option<String> {
 }
 
 fn clip(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(600) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
+    match crate::text::prefix(text.trim(), 600) {
+        (kept, true) => format!("{kept}…"),
+        (all, false) => all.to_owned(),
     }
 }
