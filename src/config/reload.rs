@@ -75,6 +75,7 @@ impl ConfigReloader {
     pub async fn reload(&self) -> ReloadOutcome {
         let mut last_generation = self.last_generation.lock().await;
         let raw = RawConfigSet::read(&self.dir).await;
+        self.metrics.config_reads.inc();
         let sha256 = raw.sha256();
         if self.store.current().is_some_and(|live| live.sha256 == sha256) {
             self.store.clear_rejected();

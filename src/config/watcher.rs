@@ -73,6 +73,9 @@ fn start_watch(dir: &Path, wake: &Arc<Notify>, lost: &Arc<AtomicBool>) -> Option
         let dir: PathBuf = dir.to_path_buf();
         move |event: notify::Result<notify::Event>| {
             match event {
+                // Our own reads of the files show up as access events: reacting to them
+                // would re-read the directory forever.
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
                 Ok(event) => {
                     if matches!(event.kind, EventKind::Remove(_)) && event.paths.iter().any(|p| p == &dir) {
                         lost.store(true, Ordering::Relaxed);

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Config sets rejected by validation.
     pub config_reload_failures: Counter,
+    /// Times the config directory was read (events, polls, start).
+    pub config_reads: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_request_duration: HistogramFamily,
     /// Answers generated, by outcome.
@@ -72,6 +74,12 @@ impl Metrics {
             "Config sets rejected by validation; the last good config stayed live",
             config_reload_failures.clone(),
         );
+        let config_reads = Counter::default();
+        registry.register(
+            "config_reads",
+            "Times the config directory was read: change events, polls and start",
+            config_reads.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", http_requests.clone());
         let http_request_duration: HistogramFamily =
@@ -103,6 +111,7 @@ impl Metrics {
             mcp_tool_calls,
             config_generation,
             config_reload_failures,
+            config_reads,
             http_requests,
             http_request_duration,
             generations,

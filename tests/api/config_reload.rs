@@ -152,3 +152,15 @@ async fn generations_continue_after_a_restart() {
     second.stop().await.unwrap();
     first.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_directory_is_not_read_again_and_again() {
+    // Reading the files raises access events; the watcher must not take them for changes.
+    let app = spawn_app().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = app.metric("promptops_config_reads_total").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.metric("promptops_config_reads_total").await, settled, "reads while nothing changed");
+    assert!(settled <= 2.0, "start and the re-read after the watch: {settled}");
+    app.stop().await.unwrap();
+}
