@@ -32,7 +32,8 @@ pub async fn me(State(state): State<AppState>, CurrentUser(session): CurrentUser
     }))
 }
 
-fn service(raw: &str) -> Result<Service, ApiError> {
+/// The service named in a path (`jira` or `confluence`); 404 otherwise. Pages use it too.
+pub(crate) fn service(raw: &str) -> Result<Service, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("no such service: use jira or confluence"))
 }
 

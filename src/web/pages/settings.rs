@@ -116,10 +116,6 @@ pub async fn page(
     render(&state, &session, StatusCode::OK, notice_text(query.notice.as_deref()), None, None).await
 }
 
-fn parse_service(raw: &str) -> Result<Service, PageError> {
-    raw.parse().map_err(|_| PageError(ApiError::NotFound("no such service")))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct TokenForm {
     token: SecretString,
@@ -133,7 +129,7 @@ pub async fn set_token(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> PageResult {
-    let service = parse_service(&service)?;
+    let service = crate::web::api::me::service(&service)?;
     let result = state.vault.set(session.user.id, service, &form.token, &client.actor(&session)).await;
     respond(&state, &session, service, &headers, result.map(|_| "Token saved."), "token_saved").await
 }
@@ -145,7 +141,7 @@ pub async fn test_token(
     Path(service): Path<String>,
     headers: HeaderMap,
 ) -> PageResult {
-    let service = parse_service(&service)?;
+    let service = crate::web::api::me::service(&service)?;
     let (ok, text) = crate::web::api::me::check_connection(&state, &session.user, service).await?;
     if !is_htmx(&headers) {
         let note = if ok {
@@ -169,7 +165,7 @@ pub async fn remove_token(
     Path(service): Path<String>,
     headers: HeaderMap,
 ) -> PageResult {
-    let service = parse_service(&service)?;
+    let service = crate::web::api::me::service(&service)?;
     let result = state.vault.remove(session.user.id, service, &client.actor(&session)).await;
     respond(&state, &session, service, &headers, result.map(|_| "Token removed."), "token_removed").await
 }
