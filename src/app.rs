@@ -20,7 +20,9 @@ use crate::auth::users::UserService;
 use crate::auth::vault::TokenVault;
 use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
+use crate::controller;
 use crate::db;
+use crate::jobs::{JobService, queue, scheduler};
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
 use crate::settings::{SecuritySettings, ServeSettings};
@@ -29,13 +31,25 @@ use crate::web::context::WebContext;
 use crate::web::{self, AppState, Exposure};
 
 /// A service that is bound and loaded but not yet serving. Tests build one on port 0.
-#[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
     watch: WatchOptions,
     shutdown_timeout: Duration,
+    /// The job queue's own pool on the same database file.
+    queue_pool: sqlx::SqlitePool,
+    /// The cluster and how to run the controller on it, when one is in use.
+    cluster: Option<(kube::Client, controller::Options)>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("listener", &self.listener)
+            .field("cluster", &self.cluster.as_ref().map(|(_, options)| options))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Application {
@@ -85,13 +99,27 @@ impl Application {
         }
         let vault = Arc::new(TokenVault::new(pool.clone(), keyring, audit));
         let mcp = Arc::new(McpManager::new(vault.clone(), metrics.clone()));
-        let chat = Arc::new(ChatService::new(
-            pool.clone(),
-            store.clone(),
-            Arc::new(LlmClient::new()),
-            mcp.clone(),
-            metrics.clone(),
-        ));
+        let llm = Arc::new(LlmClient::new());
+        let chat = Arc::new(ChatService::new(pool.clone(), store.clone(), llm.clone(), mcp.clone(), metrics.clone()));
+        let jobs = Arc::new(JobService::new(pool.clone(), store.clone(), llm, mcp.clone(), metrics.clone()));
+        let queue_pool = db::connect_with(&settings.database.database_url, 2).await?;
+        if !settings.skip_migrations {
+            queue::setup(&queue_pool).await.context("creating the job queue's tables")?;
+        }
+        let cluster = match controller::connect(settings.controller.controller).await? {
+            Some(client) => {
+                jobs.use_cluster(client.clone());
+                let options = controller_options(&settings.controller, &client).await;
+                tracing::info!(
+                    namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+                    lease = format!("{}/{}", options.lease_namespace, options.lease_name),
+                    identity = options.identity,
+                    "Kubernetes cluster found: the controller will run"
+                );
+                Some((client, options))
+            }
+            None => None,
+        };
         let interrupted = chat.recover().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -131,11 +159,14 @@ impl Application {
                 auth,
                 vault,
                 chat,
+                jobs,
                 mcp,
                 web: Arc::new(WebContext::new(&public_url, client_ip_header)),
             },
             watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },
             shutdown_timeout: settings.shutdown_timeout,
+            queue_pool,
+            cluster,
         })
     }
 
@@ -155,11 +186,19 @@ impl Application {
     /// the shutdown timeout), stops the watcher and closes the database. Returns an
     /// error when a task that must run for the whole life of the process stopped early.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, state, watch, shutdown_timeout } = self;
+        let Self { listener, metrics_listener, state, watch, shutdown_timeout, queue_pool, cluster } = self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;
 
         let mut watcher = tokio::spawn(watcher::run(state.reloader.clone(), watch, shutdown.child_token()));
+        let background = shutdown.child_token();
+        let jobs = state.jobs.clone();
+        let worker = tokio::spawn(queue::work(queue_pool.clone(), jobs.clone(), background.clone()));
+        // Without a cluster this replica always schedules; with one, only while it leads.
+        let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
+        let scheduler = tokio::spawn(scheduler::run(jobs.clone(), following, background.clone()));
+        let controller = cluster
+            .map(|(client, options)| tokio::spawn(controller::run(client, options, jobs, leading, background.clone())));
         let exposure = if metrics_listener.is_some() { Exposure::AllButMetrics } else { Exposure::All };
         let mut ops = metrics_listener
             .map(|ops| tokio::spawn(serve(ops, web::router(state.clone(), Exposure::OpsOnly), &shutdown)));
@@ -206,6 +245,22 @@ impl Application {
             // The watcher stops on the cancelled token at its next await point.
             let _stopped = watcher.await;
         }
+        // Runs in progress stop with the process; the queue hands them out again.
+        let stopping = async {
+            if let Some(controller) = controller {
+                match controller.await {
+                    Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "the controller stopped with an error"),
+                    Err(e) => tracing::warn!(error = %e, "the controller task died"),
+                    Ok(Ok(())) => {}
+                }
+            }
+            let _ = scheduler.await;
+            let _ = worker.await;
+        };
+        if tokio::time::timeout(shutdown_timeout, stopping).await.is_err() {
+            tracing::warn!("the controller, scheduler or job worker did not stop in time");
+        }
+        queue_pool.close().await;
         db.close().await;
         match failure {
             None => {
@@ -234,6 +289,31 @@ fn serve(
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
+    }
+}
+
+/// Where the controller watches, where its Lease lives and who this replica is.
+async fn controller_options(
+    settings: &crate::settings::ControllerSettings,
+    client: &kube::Client,
+) -> controller::Options {
+    let pod_namespace = tokio::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").await.ok();
+    let lease_namespace = settings
+        .lease_namespace
+        .clone()
+        .or_else(|| pod_namespace.map(|ns| ns.trim().to_owned()))
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let host = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "promptops".into());
+    let identity = settings.identity.clone().unwrap_or_else(|| {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..8])
+    });
+    controller::Options {
+        watch_namespace: settings.watch_namespace.clone(),
+        lease_namespace,
+        lease_name: settings.lease_name.clone(),
+        identity,
+        lease_duration: settings.lease_duration,
     }
 }
 

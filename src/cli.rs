@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `config check`. Parses, sets up logging,
+//! The command line: `serve`, `migrate`, `config check`, `user`, `keys`, `crds`. Parses, sets up logging,
 //! dispatches; each command's work happens in the part that owns it.
 
 use std::io::Write as _;
@@ -52,6 +52,9 @@ pub enum Command {
     /// Manage encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the CustomResourceDefinitions (Prompt, PromptJob) as YAML, for
+    /// `promptops crds | kubectl apply -f -`.
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys(KeysCommand::Generate { id }) => generate_key(id),
         Command::Keys(KeysCommand::Rotate { database, security }) => rotate_keys(&database, &security).await,
+        Command::Crds => print_crds(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,6 +140,9 @@ async fn migrate(settings: &DatabaseSettings) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url).await?;
     db::migrate(&pool).await?;
     pool.close().await;
+    let queue = db::connect_with(&settings.database_url, 1).await?;
+    crate::jobs::queue::setup(&queue).await?;
+    queue.close().await;
     tracing::info!("database migrated");
     Ok(())
 }
@@ -170,6 +177,11 @@ async fn add_user(
         writeln!(out, "password: {}", secrecy::ExposeSecret::expose_secret(&generated))?;
         writeln!(out, "(shown only now; it can be changed under Settings)")?;
     }
+    Ok(())
+}
+
+fn print_crds() -> anyhow::Result<()> {
+    write!(std::io::stdout(), "{}", crate::controller::resources::definitions_yaml()?)?;
     Ok(())
 }
 

@@ -56,6 +56,40 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub web: WebSettings,
+
+    #[command(flatten)]
+    pub controller: ControllerSettings,
+}
+
+/// The Kubernetes controller and leader election.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerSettings {
+    /// Run the Prompt/PromptJob controller: `auto` when a cluster is reachable (in a pod,
+    /// or through KUBECONFIG / ~/.kube/config), `on` (required), `off`.
+    #[arg(long, env = "PROMPTOPS_CONTROLLER", value_enum, default_value_t = crate::controller::Mode::Auto)]
+    pub controller: crate::controller::Mode,
+
+    /// Watch Prompt and PromptJob resources in this namespace only (default: all namespaces).
+    #[arg(long, env = "PROMPTOPS_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else the
+    /// kubeconfig's default namespace).
+    #[arg(long, env = "PROMPTOPS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease; replicas sharing it elect one leader.
+    #[arg(long, env = "PROMPTOPS_LEASE_NAME", default_value = "promptops-controller")]
+    pub lease_name: String,
+
+    /// How long a leader's Lease lasts without renewal; a new leader takes over after it.
+    #[arg(long, env = "PROMPTOPS_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's identity in the Lease and in Events (default: the pod or host name
+    /// with a random suffix).
+    #[arg(long, env = "PROMPTOPS_IDENTITY")]
+    pub identity: Option<String>,
 }
 
 /// Keys, password hashing and sessions.

@@ -1,6 +1,7 @@
-//! The agent loop, shared by chat (and, later, scheduled jobs): ask the LLM with the
-//! selected tools; when it calls tools, run them through MCP (writes only after approval),
-//! give it the results, and ask again — until it answers or the step limit is reached.
+//! The agent loop, shared by chat and scheduled jobs: ask the LLM with the selected tools;
+//! when it calls tools, run them through MCP (writes only after approval — asked of the
+//! user in chat, decided by the job's allow-list when unattended), give it the results,
+//! and ask again — until it answers or the step limit is reached.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,7 +16,7 @@ use crate::config::ConfigSnapshot;
 use crate::db::repositories::conversations::{self, ToolCallRow};
 use crate::llm::{Completion, LlmClient, LlmError, LlmEvent, LlmRequest, ToolCall, Usage};
 use crate::mcp::tools::{self, ToolInfo};
-use crate::mcp::{McpError, McpManager, ToolOutput};
+use crate::mcp::{McpError, McpManager, Principal, ToolOutput};
 use crate::telemetry::metrics::{Metrics, ServerLabels};
 
 /// What an agent run needs.
@@ -27,10 +28,30 @@ pub struct AgentRun {
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<ConfigSnapshot>,
     pub endpoint: String,
-    pub user_id: i64,
+    pub principal: Principal,
     /// Tools named by the prompt, or `None` for the servers' default sets.
     pub prompt_tools: Option<Vec<String>>,
+    pub approval: Approval,
+    pub tool_log: ToolLog,
     pub generation: Arc<Generation>,
+}
+
+/// Who decides whether a write tool may run.
+#[derive(Debug, Clone)]
+pub enum Approval {
+    /// The user, asked through the generation's events.
+    Ask,
+    /// A fixed list of tool names or `*` patterns; every other write is refused.
+    Allow(Vec<String>),
+}
+
+/// Where tool calls are kept.
+#[derive(Debug, Clone)]
+pub enum ToolLog {
+    /// In the `tool_calls` table, under the generation's message.
+    Message,
+    /// In memory, for the caller to store with its own record (a job run).
+    Memory(Arc<Mutex<Vec<ToolCallRow>>>),
 }
 
 /// How an agent run ended.
@@ -130,7 +151,7 @@ impl AgentRun {
             return (offered, notices);
         }
         for server in self.snapshot.config.service.mcp_servers.keys() {
-            match self.mcp.tools(&self.snapshot, server, self.user_id).await {
+            match self.mcp.tools(&self.snapshot, server, &self.principal).await {
                 Ok(list) => {
                     for tool in tools::select(list.iter(), self.prompt_tools.as_deref()) {
                         if offered.iter().any(|t| t.name == tool.name) {
@@ -140,10 +161,16 @@ impl AgentRun {
                         offered.push(tool);
                     }
                 }
-                Err(McpError::NoToken(service)) => notices.push(format!(
-                    "No {} token is stored, so the {server} tools are off for this answer. Add your personal access token under Settings.",
-                    service.title()
-                )),
+                Err(McpError::NoToken(service)) => notices.push(match self.principal {
+                    Principal::User(_) => format!(
+                        "No {} token is stored, so the {server} tools are off for this answer. Add your personal access token under Settings.",
+                        service.title()
+                    ),
+                    Principal::Token { .. } => format!(
+                        "The job has no {} token (credentialsSecretRef), so the {server} tools are off for this run.",
+                        service.title()
+                    ),
+                }),
                 Err(e) => {
                     tracing::warn!(server, error = %e, "MCP server unavailable; answering without its tools");
                     notices.push(format!("The {server} tools are unavailable right now ({e}); answering without them."));
@@ -193,22 +220,26 @@ impl AgentRun {
             created_at: Utc::now(),
             finished_at: None,
         };
-        self.store(|conn| Box::pin(async move { conversations::add_tool_call(conn, &row).await })).await;
+        self.log_call(row).await;
 
         let Value::Object(arguments) = arguments else {
             let output = ToolOutput { text: "The arguments must be a JSON object.".into(), is_error: true };
             return self.finish_tool(call, output, "failed").await;
         };
         if tool.writes && !self.approved(call, &arguments).await {
-            let output = ToolOutput {
-                text: "The user refused this action; it was not carried out. Do not try it again unless they ask."
-                    .into(),
-                is_error: true,
+            let text = match self.approval {
+                Approval::Ask => {
+                    "The user refused this action; it was not carried out. Do not try it again unless they ask."
+                }
+                Approval::Allow(_) => {
+                    "This unattended run may not use this tool (it is not in the job's allowedWriteTools); it was not carried out."
+                }
             };
+            let output = ToolOutput { text: text.into(), is_error: true };
             return self.finish_tool(call, output, "refused").await;
         }
         self.metrics.mcp_tool_calls.get_or_create(&ServerLabels { server: tool.server.clone() }).inc();
-        match self.mcp.call(&self.snapshot, &tool.server, self.user_id, &call.name, arguments).await {
+        match self.mcp.call(&self.snapshot, &tool.server, &self.principal, &call.name, arguments).await {
             Ok(output) => {
                 let status = if output.is_error { "failed" } else { "done" };
                 self.finish_tool(call, output, status).await
@@ -220,8 +251,16 @@ impl AgentRun {
         }
     }
 
-    /// Asks the user; a timeout or a cancelled answer counts as a refusal.
+    /// Asks the user (a timeout or a cancelled answer counts as a refusal), or looks the
+    /// tool up in the run's allow-list.
     async fn approved(&self, call: &ToolCall, arguments: &serde_json::Map<String, Value>) -> bool {
+        if let Approval::Allow(patterns) = &self.approval {
+            let allowed = patterns.iter().any(|p| wildmatch::WildMatch::new(p).matches(&call.name));
+            if allowed {
+                self.log_update(call.id.clone(), "running", None, None).await;
+            }
+            return allowed;
+        }
         let decision = self.generation.await_approval(&call.id, &call.name);
         self.generation.push(ChatEvent::ApprovalRequired {
             call_id: call.id.clone(),
@@ -236,36 +275,60 @@ impl AgentRun {
         };
         self.generation.withdraw(&call.id);
         if approved {
-            let (message_id, call_id) = (self.generation.message_id, call.id.clone());
-            self.store(move |conn| {
-                Box::pin(async move {
-                    conversations::update_tool_call(conn, message_id, &call_id, "running", None, None).await
-                })
-            })
-            .await;
+            self.log_update(call.id.clone(), "running", None, None).await;
         }
         approved
     }
 
     async fn finish_tool(&self, call: &ToolCall, output: ToolOutput, status: &str) -> ToolOutput {
-        let (message_id, call_id, text, status_owned) =
-            (self.generation.message_id, call.id.clone(), output.text.clone(), status.to_owned());
-        self.store(move |conn| {
-            Box::pin(async move {
-                conversations::update_tool_call(
-                    conn,
-                    message_id,
-                    &call_id,
-                    &status_owned,
-                    Some(&text),
-                    Some(Utc::now()),
-                )
-                .await
-            })
-        })
-        .await;
+        self.log_update(call.id.clone(), status, Some(output.text.clone()), Some(Utc::now())).await;
         self.report(call, output.clone(), status);
         output
+    }
+
+    async fn log_call(&self, row: ToolCallRow) {
+        match &self.tool_log {
+            ToolLog::Message => {
+                self.store(|conn| Box::pin(async move { conversations::add_tool_call(conn, &row).await })).await;
+            }
+            ToolLog::Memory(rows) => rows.lock().unwrap_or_else(PoisonError::into_inner).push(row),
+        }
+    }
+
+    async fn log_update(
+        &self,
+        call_id: String,
+        status: &str,
+        result: Option<String>,
+        finished: Option<chrono::DateTime<Utc>>,
+    ) {
+        match &self.tool_log {
+            ToolLog::Message => {
+                let (message_id, status) = (self.generation.message_id, status.to_owned());
+                self.store(move |conn| {
+                    Box::pin(async move {
+                        conversations::update_tool_call(
+                            conn,
+                            message_id,
+                            &call_id,
+                            &status,
+                            result.as_deref(),
+                            finished,
+                        )
+                        .await
+                    })
+                })
+                .await;
+            }
+            ToolLog::Memory(rows) => {
+                let mut rows = rows.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(row) = rows.iter_mut().find(|r| r.call_id == call_id) {
+                    row.status = status.to_owned();
+                    row.result = result.or(row.result.take());
+                    row.finished_at = finished.or(row.finished_at);
+                }
+            }
+        }
     }
 
     fn report(&self, call: &ToolCall, output: ToolOutput, status: &str) {

@@ -21,8 +21,9 @@ use crate::config::{ConfigSnapshot, ConfigStore};
 use crate::db::repositories::conversations::{self, Conversation, Message, NewMessage, Outcome, ToolCallRow};
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
+use crate::mcp::Principal;
 use crate::telemetry::metrics::Metrics;
-use agent::AgentRun;
+use agent::{AgentRun, Approval, ToolLog};
 use generation::{ChatEvent, Generation, NotPending, RETENTION, Registry};
 use limits::SendRate;
 
@@ -194,8 +195,7 @@ impl ChatService {
 
     /// The prompts users can pick from the live prompts.json.
     pub fn prompts(&self) -> Vec<PromptInfo> {
-        let Some(snapshot) = self.config.current() else { return Vec::new() };
-        snapshot.config.prompts.prompts.iter().map(|(name, prompt)| prompt_info(name, prompt)).collect()
+        self.config.current().map(|snapshot| prompt_infos(&snapshot)).unwrap_or_default()
     }
 
     /// Stores the user's message and starts the answer. Returns at once; the answer is
@@ -254,8 +254,10 @@ impl ChatService {
                 metrics: self.metrics.clone(),
                 snapshot,
                 endpoint,
-                user_id,
+                principal: Principal::User(user_id),
                 prompt_tools,
+                approval: Approval::Ask,
+                tool_log: ToolLog::Message,
                 generation,
             },
             history,
@@ -457,6 +459,11 @@ pub fn render_prompt(prompt: &NamedPrompt, values: &BTreeMap<String, String>) ->
     }
     text.push_str(&prompt.template[at..]);
     Ok(text)
+}
+
+/// The named prompts of a prompts.json.
+pub fn prompt_infos(snapshot: &ConfigSnapshot) -> Vec<PromptInfo> {
+    snapshot.config.prompts.prompts.iter().map(|(name, prompt)| prompt_info(name, prompt)).collect()
 }
 
 fn prompt_info(name: &str, prompt: &NamedPrompt) -> PromptInfo {

@@ -31,6 +31,11 @@ pub enum DbError {
 /// Opens (and creates, with its folder) the SQLite database at `url`:
 /// WAL journal, foreign keys on, a busy timeout.
 pub async fn connect(url: &str) -> Result<SqlitePool, DbError> {
+    connect_with(url, 8).await
+}
+
+/// A pool of at most `max_connections` on the database at `url` (the job queue has its own).
+pub async fn connect_with(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|source| DbError::InvalidUrl { url: url.to_owned(), source })?
         .create_if_missing(true)
@@ -45,7 +50,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool, DbError> {
             .await
             .map_err(|source| DbError::CreateDir { path: parent.display().to_string(), source })?;
     }
-    SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(DbError::Open)
+    SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await.map_err(DbError::Open)
 }
 
 /// The migrations in `migrations/`, embedded in the binary.

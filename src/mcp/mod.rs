@@ -15,7 +15,7 @@ use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::{RoleClient, RunningService, ServiceExt as _};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -43,6 +43,16 @@ pub enum McpError {
     NoCheck(Service),
 }
 
+/// Whose credentials a session uses.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A promptops user: the tokens they stored in the vault.
+    User(i64),
+    /// An unattended run: the token it was given (from a Kubernetes Secret), if any, used
+    /// for every server that wants a user token. `scope` names the run's job.
+    Token { scope: String, token: Option<SecretString> },
+}
+
 /// What a tool call returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutput {
@@ -55,7 +65,8 @@ type Client = RunningService<RoleClient, ClientConfig>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SessionKey {
     server: String,
-    /// `user:<id>:<token fingerprint>` for per-user tokens, `shared` otherwise.
+    /// `user:<id>:<token fingerprint>` for per-user tokens, `job:<id>:<fingerprint>` for a
+    /// run's own token, `shared` otherwise.
     scope: String,
 }
 
@@ -96,16 +107,16 @@ impl McpManager {
         }
     }
 
-    /// The tools of `server` as `user_id` may see them (cached per token scope).
+    /// The tools of `server` as `principal` may see them (cached per token scope).
     pub async fn tools(
         &self,
         snapshot: &ConfigSnapshot,
         server: &str,
-        user_id: i64,
+        principal: &Principal,
     ) -> Result<Arc<Vec<ToolInfo>>, McpError> {
         self.follow_config(snapshot);
         let settings = server_settings(snapshot, server)?;
-        let (key, header) = self.credential(server, settings, user_id).await?;
+        let (key, header) = self.credential(server, settings, principal).await?;
         if let Some((fetched, list)) = self.tool_lists.get(&key).await
             && fetched.elapsed() < settings.cache_ttl
         {
@@ -132,19 +143,19 @@ impl McpManager {
         Ok(list)
     }
 
-    /// Calls a tool as `user_id`. A tool's own failure comes back as an error output (for
+    /// Calls a tool as `principal`. A tool's own failure comes back as an error output (for
     /// the LLM to read); a transport failure as `Err`.
     pub async fn call(
         &self,
         snapshot: &ConfigSnapshot,
         server: &str,
-        user_id: i64,
+        principal: &Principal,
         tool: &str,
         arguments: serde_json::Map<String, Value>,
     ) -> Result<ToolOutput, McpError> {
         self.follow_config(snapshot);
         let settings = server_settings(snapshot, server)?;
-        let (key, header) = self.credential(server, settings, user_id).await?;
+        let (key, header) = self.credential(server, settings, principal).await?;
         let session = self.session(&key, settings, header).await?;
         let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         let called = tokio::time::timeout(settings.timeout, session.client.call_tool(request)).await;
@@ -200,7 +211,7 @@ impl McpManager {
                 other => (k, other),
             })
             .collect();
-        self.call(snapshot, server, user_id, &whoami.tool, arguments).await
+        self.call(snapshot, server, &Principal::User(user_id), &whoami.tool, arguments).await
     }
 
     /// Closes sessions unused for longer than their server's idle timeout.
@@ -235,7 +246,7 @@ impl McpManager {
         &self,
         server: &str,
         settings: &McpServer,
-        user_id: i64,
+        principal: &Principal,
     ) -> Result<(SessionKey, Option<(HeaderName, HeaderValue)>), McpError> {
         match &settings.auth {
             McpAuth::None => Ok((SessionKey { server: server.to_owned(), scope: "shared".into() }, None)),
@@ -246,17 +257,24 @@ impl McpManager {
                 Ok((SessionKey { server: server.to_owned(), scope: "shared".into() }, Some((name, value))))
             }
             McpAuth::UserToken { service } => {
-                let token = self
-                    .vault
-                    .open(user_id, *service)
-                    .await
-                    .map_err(|e| McpError::Vault(e.to_string()))?
-                    .ok_or(McpError::NoToken(*service))?;
+                let (token, owner) = match principal {
+                    Principal::User(user_id) => (
+                        self.vault
+                            .open(*user_id, *service)
+                            .await
+                            .map_err(|e| McpError::Vault(e.to_string()))?
+                            .ok_or(McpError::NoToken(*service))?,
+                        format!("user:{user_id}"),
+                    ),
+                    Principal::Token { scope, token } => {
+                        (token.clone().ok_or(McpError::NoToken(*service))?, format!("job:{scope}"))
+                    }
+                };
                 let fingerprint = hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..8]);
                 let mut value = HeaderValue::try_from(format!("Token {}", token.expose_secret()))
                     .map_err(|_| McpError::Vault("the stored token is not a valid header value".into()))?;
                 value.set_sensitive(true);
-                let key = SessionKey { server: server.to_owned(), scope: format!("user:{user_id}:{fingerprint}") };
+                let key = SessionKey { server: server.to_owned(), scope: format!("{owner}:{fingerprint}") };
                 Ok((key, Some((http::header::AUTHORIZATION, value))))
             }
         }

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub mcp_tool_list_fetches: Family<ServerLabels, Counter>,
     /// Tool calls made, by server.
     pub mcp_tool_calls: Family<ServerLabels, Counter>,
+    /// Scheduled-job runs ended, by outcome (succeeded, failed, cancelled, skipped).
+    pub job_runs: Family<OutcomeLabels, Counter>,
+    /// Seconds from a firing's scheduled instant to its run being queued.
+    pub job_schedule_delay_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -105,8 +109,18 @@ impl Metrics {
         );
         let mcp_tool_calls = Family::<ServerLabels, Counter>::default();
         registry.register("mcp_tool_calls", "Tool calls made, by MCP server", mcp_tool_calls.clone());
+        let job_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register("job_runs", "Scheduled-job runs ended, by outcome", job_runs.clone());
+        let job_schedule_delay_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "job_schedule_delay_seconds",
+            "Time from a firing's scheduled instant to its run being queued",
+            job_schedule_delay_seconds.clone(),
+        );
         Self {
             registry,
+            job_runs,
+            job_schedule_delay_seconds,
             mcp_tool_list_fetches,
             mcp_tool_calls,
             config_generation,

@@ -26,6 +26,7 @@ use crate::auth::AuthService;
 use crate::auth::vault::TokenVault;
 use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore};
+use crate::jobs::JobService;
 use crate::mcp::McpManager;
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub vault: Arc<TokenVault>,
     pub chat: Arc<ChatService>,
+    pub jobs: Arc<JobService>,
     pub mcp: Arc<McpManager>,
     pub web: Arc<WebContext>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use promptops::app::Application;
 use promptops::auth::keys::Keyring;
-use promptops::settings::{DatabaseSettings, SecuritySettings, ServeSettings, WebSettings};
+use promptops::settings::{ControllerSettings, DatabaseSettings, SecuritySettings, ServeSettings, WebSettings};
 use promptops::web::AppState;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -148,6 +148,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             client_ip_header: options.client_ip_header.clone(),
             metrics_listen: options.metrics_listen.then(|| "127.0.0.1:0".parse().unwrap()),
             bootstrap_admin_password: Some(ADMIN_PASSWORD.into()),
+        },
+        controller: ControllerSettings {
+            controller: promptops::controller::Mode::Off,
+            watch_namespace: None,
+            lease_namespace: None,
+            lease_name: "promptops-controller".into(),
+            lease_duration: Duration::from_secs(15),
+            identity: None,
         },
     };
     let app = Application::build(&settings, Arc::new(options.env.clone())).await.unwrap();

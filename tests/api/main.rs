@@ -8,6 +8,7 @@ mod chat;
 mod cli;
 mod config_check;
 mod config_reload;
+mod crds;
 #[path = "../support/configmap.rs"]
 mod configmap;
 mod helpers;

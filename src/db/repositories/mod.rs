@@ -5,5 +5,6 @@ pub mod audit;
 pub mod config_reloads;
 pub mod conversations;
 pub mod credentials;
+pub mod jobs;
 pub mod sessions;
 pub mod users;

@@ -1,0 +1,220 @@
+//! The Kubernetes controller: kube-rs controllers for `Prompt` and `PromptJob` that mirror
+//! the resources into the database and the scheduler, write status (server-side apply,
+//! one field manager) and Events back, and clean up through finalizers. Only the replica
+//! holding the `coordination.k8s.io` Lease reconciles and schedules; every replica serves.
+
+mod reconcile;
+pub mod resources;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::runtime::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt as _};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::JobService;
+use resources::{Prompt, PromptJob};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "promptops";
+/// The finalizer that lets the controller remove rows and schedules before a resource goes.
+pub const FINALIZER: &str = "promptops.dev/cleanup";
+
+/// Whether to run the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// When a cluster is reachable (in a pod, or through a kubeconfig).
+    Auto,
+    /// Always; failing to reach a cluster stops the start.
+    On,
+    /// Never; scheduling covers personal jobs only.
+    Off,
+}
+
+/// Where the controller looks and how it elects a leader.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch one namespace only; all when `None`.
+    pub watch_namespace: Option<String>,
+    /// Namespace and name of the Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the Lease and in Events.
+    pub identity: String,
+    pub lease_duration: Duration,
+}
+
+/// What the reconcilers share.
+pub(crate) struct Context {
+    pub client: Client,
+    pub jobs: Arc<JobService>,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for the error backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// A client for the cluster this process can reach, if any: in-cluster config, else
+/// `KUBECONFIG` / `~/.kube/config`.
+pub async fn connect(mode: Mode) -> anyhow::Result<Option<Client>> {
+    if mode == Mode::Off {
+        return Ok(None);
+    }
+    // kube builds its TLS config from the process's default provider: aws-lc-rs, as
+    // everything else here uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let attempt = async {
+        let client = Client::try_default().await?;
+        client.apiserver_version().await?;
+        anyhow::Ok(client)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Ok(client)) => Ok(Some(client)),
+        Ok(Err(e)) if mode == Mode::Auto => {
+            tracing::info!(reason = %e, "no Kubernetes cluster reachable; the controller is off (--controller auto)");
+            Ok(None)
+        }
+        Err(_) if mode == Mode::Auto => {
+            tracing::info!("no Kubernetes cluster answered within 10 s; the controller is off (--controller auto)");
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(e.context("--controller on, but the cluster cannot be reached")),
+        Err(_) => Err(anyhow::anyhow!("--controller on, but the cluster did not answer within 10 s")),
+    }
+}
+
+/// Competes for the Lease; while it is held, runs both controllers and tells the scheduler
+/// (through `leading`) to fire. Returns at `shutdown`, releasing the Lease.
+pub async fn run(
+    client: Client,
+    options: Options,
+    jobs: Arc<JobService>,
+    leading: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let lease_seconds = options.lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+        .with_namespace(&options.lease_namespace)
+        .with_identity(&options.identity)
+        .with_duration(lease_seconds)
+        .with_grace((lease_seconds / 3).max(1))
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await?;
+    let (mut held, lease_task) = manager.watch().await;
+    let reporter = Reporter { controller: "promptops".into(), instance: Some(options.identity.clone()) };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        jobs: jobs.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+    });
+    loop {
+        if !*held.borrow_and_update() {
+            tokio::select! {
+                changed = held.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the leader election stopped: {:?}", lease_task.await);
+                    }
+                    continue;
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!(identity = options.identity, lease = options.lease_name, "leading: reconciling and scheduling");
+        leading.send_replace(true);
+        let term = shutdown.child_token();
+        let controllers = tokio::spawn(controllers(context.clone(), options.watch_namespace.clone(), term.clone()));
+        let stepped_down = loop {
+            tokio::select! {
+                changed = held.changed() => {
+                    if changed.is_err() || !*held.borrow_and_update() {
+                        break true;
+                    }
+                }
+                () = shutdown.cancelled() => break false,
+            }
+        };
+        leading.send_replace(false);
+        term.cancel();
+        let _stopped = controllers.await;
+        if stepped_down {
+            tracing::warn!(identity = options.identity, "lost the Lease: stopped reconciling and scheduling");
+        } else {
+            break;
+        }
+    }
+    drop(held); // releases the Lease for the next leader
+    let _released = lease_task.await;
+    Ok(())
+}
+
+/// Both controllers until `stop`.
+async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: CancellationToken) {
+    let client = context.client.clone();
+    let (prompts, prompt_jobs): (Api<Prompt>, Api<PromptJob>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let config = watcher::Config::default();
+    let prompt_controller = Controller::new(prompts.clone(), config.clone())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile::prompt, reconcile::prompt_error, context.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "prompt reconcile");
+            }
+        });
+
+    let job_controller = Controller::new(prompt_jobs, config.clone());
+    let store = job_controller.store();
+    // Runs starting and ending (here or on another replica through the database) change
+    // status: such changes come back as reconcile requests.
+    let changes = tokio_stream_of(context.jobs.subscribe()).filter_map(|change| async move {
+        change.namespace.map(|ns| ObjectRef::<PromptJob>::new(&change.name).within(&ns))
+    });
+    let job_controller = job_controller
+        .watches(prompts, config, move |prompt: Prompt| {
+            let namespace = prompt.namespace();
+            let name = prompt.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|job| {
+                    job.namespace() == namespace && job.spec.prompt_ref.as_ref().is_some_and(|r| r.name == name)
+                })
+                .map(|job| ObjectRef::from_obj(&*job))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(changes)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile::prompt_job, reconcile::prompt_job_error, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "prompt job reconcile");
+            }
+        });
+    tokio::join!(prompt_controller, job_controller);
+}
+
+/// A broadcast receiver as a stream; lagging only drops notifications (the periodic
+/// requeue catches up).
+fn tokio_stream_of<T: Clone + Send + 'static>(
+    receiver: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}

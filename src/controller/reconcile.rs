@@ -1,0 +1,354 @@
+//! Reconcilers: make the database and the scheduler match a resource, then write what
+//! happened into its status (and Events for transitions). Apply and Cleanup are idempotent;
+//! Cleanup works whether or not Apply ever ran.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt as _};
+use serde_json::json;
+
+use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptStatus, RUN_NOW_ANNOTATION};
+use super::{Context, FIELD_MANAGER, FINALIZER};
+use crate::db::repositories::jobs::PromptResourceRow;
+use crate::jobs::{JobDefinition, JobError, JobState, Schedule, Source, Trigger};
+
+/// The longest a job's status goes without a look (runs on other replicas).
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("the resource has no {0}")]
+    Incomplete(&'static str),
+}
+
+fn finalizer_error<E: std::error::Error>(e: &kube::runtime::finalizer::Error<E>) -> Error {
+    Error::Finalizer(e.to_string())
+}
+
+pub(crate) async fn prompt(prompt: Arc<Prompt>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let key = format!("Prompt/{namespace}/{}", prompt.name_any());
+    let api: Api<Prompt> = Api::namespaced(context.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, prompt, |event| async {
+        match event {
+            Finalizer::Apply(prompt) => apply_prompt(&prompt, &context).await,
+            Finalizer::Cleanup(prompt) => {
+                let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
+                context.jobs.remove_prompt(&uid).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| finalizer_error(&e))?;
+    recovered(&context, &key);
+    Ok(action)
+}
+
+async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Error> {
+    let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
+    let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let spec = &prompt.spec;
+    let undeclared = match crate::config::template::placeholders(&spec.template) {
+        Err(e) => Some(e.to_string()),
+        Ok(found) => found
+            .iter()
+            .find(|p| !spec.variables.iter().any(|v| v.name == p.name))
+            .map(|p| format!("the template uses {{{{{}}}}}, which is not declared under variables", p.name)),
+    };
+    let (status, reason, message) = match undeclared {
+        Some(problem) => ("False", "InvalidTemplate", problem),
+        None => {
+            let row = PromptResourceRow {
+                uid,
+                namespace,
+                name: prompt.name_any(),
+                title: spec.title.clone(),
+                description: spec.description.clone(),
+                template: spec.template.clone(),
+                variables: serde_json::to_string(&spec.variables).unwrap_or_else(|_| "[]".into()),
+                endpoint: spec.endpoint.clone(),
+                tools: spec.tools.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())),
+                updated_at: Utc::now(),
+            };
+            context.jobs.apply_prompt(&row).await?;
+            ("True", "Loaded", "in the prompt library".to_owned())
+        }
+    };
+    let old = prompt.status.clone().unwrap_or_default();
+    let status = PromptStatus {
+        conditions: vec![ready(old.conditions.first(), status, reason, &message, prompt.metadata.generation)],
+        observed_generation: prompt.metadata.generation,
+    };
+    if status != old {
+        if old.conditions.first().map(|c| (&c.status, &c.reason))
+            != Some((&status.conditions[0].status, &status.conditions[0].reason))
+        {
+            let kind = if status.conditions[0].status == "True" { EventType::Normal } else { EventType::Warning };
+            publish(context, prompt, kind, reason, &message).await;
+        }
+        let api: Api<Prompt> = Api::namespaced(context.client.clone(), &prompt.namespace().unwrap_or_default());
+        let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt", "status": status});
+        api.patch_status(&prompt.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    Ok(Action::await_change())
+}
+
+pub(crate) async fn prompt_job(job: Arc<PromptJob>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = job.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let key = format!("PromptJob/{namespace}/{}", job.name_any());
+    let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => apply_job(&job, &context).await,
+            Finalizer::Cleanup(job) => {
+                let uid = job.uid().ok_or(Error::Incomplete("uid"))?;
+                context.jobs.remove(&uid).await?;
+                tracing::info!(job = job.name_any(), namespace = job.namespace(), "job removed with its runs");
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| finalizer_error(&e))?;
+    recovered(&context, &key);
+    Ok(action)
+}
+
+async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> {
+    let uid = job.uid().ok_or(Error::Incomplete("uid"))?;
+    let namespace = job.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let name = job.name_any();
+    let spec = &job.spec;
+
+    // Why the job cannot be scheduled, most fundamental first.
+    let mut problem: Option<(&str, String)> = match Schedule::parse(&spec.schedule, &spec.time_zone) {
+        Err(e @ crate::jobs::ScheduleError::TimeZone(_)) => Some(("InvalidTimeZone", e.to_string())),
+        Err(e) => Some(("InvalidSchedule", e.to_string())),
+        Ok(_) => None,
+    };
+    if problem.is_none()
+        && let Some(reference) = &spec.prompt_ref
+    {
+        let prompts: Api<Prompt> = Api::namespaced(context.client.clone(), &namespace);
+        if prompts.get_opt(&reference.name).await?.is_none() {
+            problem = Some((
+                "PromptNotFound",
+                format!("Prompt {:?} does not exist in namespace {namespace}", reference.name),
+            ));
+        }
+    }
+    if problem.is_none()
+        && let Some(reference) = &spec.credentials_secret_ref
+    {
+        let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+        let has_key = secrets
+            .get_opt(&reference.name)
+            .await?
+            .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&reference.key)));
+        if !has_key {
+            problem = Some((
+                "CredentialsMissing",
+                format!(
+                    "Secret {:?} with key {:?} does not exist in namespace {namespace}",
+                    reference.name, reference.key
+                ),
+            ));
+        }
+    }
+    let row = context
+        .jobs
+        .apply(JobDefinition {
+            id: uid.clone(),
+            source: Source::Kubernetes,
+            namespace: Some(namespace.clone()),
+            name: name.clone(),
+            owner_id: None,
+            schedule: spec.schedule.clone(),
+            time_zone: spec.time_zone.clone(),
+            prompt_ref: spec.prompt_ref.as_ref().map(|r| r.name.clone()),
+            prompt: spec.prompt.clone(),
+            variables: spec.variables.clone(),
+            suspended: spec.suspend,
+            concurrency_policy: spec.concurrency_policy,
+            starting_deadline_seconds: spec.starting_deadline_seconds,
+            retry_limit: spec.retries.limit,
+            retry_backoff_seconds: spec.retries.backoff_seconds,
+            secret: spec.credentials_secret_ref.as_ref().map(|s| (s.name.clone(), s.key.clone())),
+            allowed_write_tools: spec.allowed_write_tools.clone(),
+            problem: problem.as_ref().map(|(_, message)| message.clone()),
+        })
+        .await?;
+
+    let old = job.status.clone().unwrap_or_default();
+    // A new value of the run-now annotation runs the job once; the run's key makes a
+    // repeated reconcile (or another replica) harmless.
+    let run_now = job.annotations().get(RUN_NOW_ANNOTATION).filter(|v| !v.is_empty()).cloned();
+    if let Some(value) = &run_now
+        && old.last_handled_run_now.as_ref() != Some(value)
+        && let Some(run) = context.jobs.run_now(&row, Trigger::Annotation, &format!("run-now:{value}")).await?
+    {
+        publish(
+            context,
+            job,
+            EventType::Normal,
+            "RunRequested",
+            &format!("run {} queued by the {RUN_NOW_ANNOTATION} annotation", run.id),
+        )
+        .await;
+    }
+
+    let state = context.jobs.state(&uid).await?.ok_or(JobError::NotFound)?;
+    let (condition_status, reason, message) = match (&problem, spec.suspend) {
+        (Some((reason, message)), _) => ("False", *reason, message.clone()),
+        (None, true) => ("False", "Suspended", "suspended: no runs are scheduled".to_owned()),
+        (None, false) => (
+            "True",
+            "Scheduled",
+            match state.job.next_run_at {
+                Some(next) => format!("next run at {}", next.to_rfc3339()),
+                None => "scheduled".to_owned(),
+            },
+        ),
+    };
+    let status = PromptJobStatus {
+        conditions: vec![ready(old.conditions.first(), condition_status, reason, &message, job.metadata.generation)],
+        observed_generation: job.metadata.generation,
+        next_run_time: state.job.next_run_at,
+        last_schedule_time: state.job.last_schedule_at,
+        last_run: state.last_finished.as_ref().map(last_run),
+        active: state.open.iter().filter(|r| r.status == "running").map(|r| r.id.clone()).collect(),
+        last_handled_run_now: run_now.or(old.last_handled_run_now.clone()),
+    };
+    if status != old {
+        report_transitions(context, job, &old, &status).await;
+        let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
+        let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "PromptJob", "status": status});
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    Ok(Action::requeue(requeue_after(&state)))
+}
+
+/// Back soon after the next firing (to show the run), at the latest after `RESYNC`.
+fn requeue_after(state: &JobState) -> Duration {
+    let until_next =
+        state.job.next_run_at.and_then(|next| (next - Utc::now()).to_std().ok()).map(|d| d + Duration::from_secs(2));
+    until_next.unwrap_or(RESYNC).min(RESYNC)
+}
+
+/// Events for what changed between two statuses: readiness, runs started and ended.
+async fn report_transitions(context: &Context, job: &PromptJob, old: &PromptJobStatus, new: &PromptJobStatus) {
+    let (before, after) = (old.conditions.first(), &new.conditions[0]);
+    if before.map(|c| (&c.status, &c.reason)) != Some((&after.status, &after.reason)) {
+        let kind = if after.status == "True" { EventType::Normal } else { EventType::Warning };
+        publish(context, job, kind, &after.reason, &after.message).await;
+    }
+    for id in new.active.iter().filter(|id| !old.active.contains(id)) {
+        publish(context, job, EventType::Normal, "RunStarted", &format!("run {id} started")).await;
+    }
+    if let Some(run) = &new.last_run
+        && old.last_run.as_ref().map(|r| &r.id) != Some(&run.id)
+    {
+        let message = format!("run {}: {}", run.id, run.message.as_deref().unwrap_or(""));
+        if run.result == "Succeeded" {
+            publish(context, job, EventType::Normal, "RunSucceeded", &message).await;
+        } else {
+            publish(context, job, EventType::Warning, "RunFailed", &message).await;
+        }
+    }
+}
+
+fn last_run(run: &crate::db::repositories::jobs::RunRow) -> LastRun {
+    let succeeded = run.status == "succeeded";
+    let text = if succeeded { run.output.as_str() } else { run.error.as_deref().unwrap_or("failed") };
+    let first_line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('>')).unwrap_or("");
+    let (short, cut) = crate::text::prefix(first_line, 200);
+    LastRun {
+        id: run.id.clone(),
+        start_time: run.started_at.unwrap_or(run.created_at),
+        completion_time: run.finished_at,
+        result: if succeeded { "Succeeded" } else { "Failed" }.into(),
+        message: Some(if cut { format!("{short}…") } else { short.to_owned() }),
+    }
+}
+
+/// The `Ready` condition; its transition time moves only when its status does.
+fn ready(old: Option<&Condition>, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    let since = old
+        .filter(|c| c.type_ == "Ready" && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::from_second(Utc::now().timestamp()).unwrap_or_default()));
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+async fn publish<K>(context: &Context, object: &K, type_: EventType, reason: &str, note: &str)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(crate::text::prefix(note, 1000).0.to_owned()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = context.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish an Event");
+    }
+}
+
+/// A reconcile went through: the object's next failure starts the backoff afresh.
+fn recovered(context: &Context, key: &str) {
+    context.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+}
+
+/// Retries a failing object with a doubling delay: 1 s, 2 s, 4 s … up to 5 minutes.
+fn backoff(context: &Context, key: &str, error: &Error, kind: &str) -> Action {
+    let mut failures = context.failures.lock().unwrap_or_else(PoisonError::into_inner);
+    let count = failures.entry(key.to_owned()).or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    tracing::warn!(object = key, kind, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "the signature kube-runtime's error policy takes")]
+pub(crate) fn prompt_error(prompt: Arc<Prompt>, error: &Error, context: Arc<Context>) -> Action {
+    backoff(
+        &context,
+        &format!("Prompt/{}/{}", prompt.namespace().unwrap_or_default(), prompt.name_any()),
+        error,
+        "Prompt",
+    )
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "the signature kube-runtime's error policy takes")]
+pub(crate) fn prompt_job_error(job: Arc<PromptJob>, error: &Error, context: Arc<Context>) -> Action {
+    backoff(
+        &context,
+        &format!("PromptJob/{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        error,
+        "PromptJob",
+    )
+}

@@ -1,0 +1,399 @@
+//! The `scheduled_jobs`, `job_runs` and `prompt_resources` tables: scheduled prompts, their runs and
+//! the Prompt resources the controller mirrors. Personal jobs are always read with their
+//! owner's id; Kubernetes jobs belong to no user.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub source: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub owner_id: Option<i64>,
+    pub schedule: String,
+    pub time_zone: String,
+    pub prompt_ref: Option<String>,
+    pub prompt: Option<String>,
+    /// JSON object of variable values.
+    pub variables: String,
+    pub suspended: bool,
+    pub concurrency_policy: String,
+    pub starting_deadline_seconds: Option<i64>,
+    pub retry_limit: i64,
+    pub retry_backoff_seconds: i64,
+    pub secret_name: Option<String>,
+    pub secret_key: Option<String>,
+    /// JSON array of tool patterns.
+    pub allowed_write_tools: String,
+    pub problem: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_schedule_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! select_jobs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, source, namespace, name, owner_id, schedule, time_zone, prompt_ref, prompt, variables, \
+             suspended, concurrency_policy, starting_deadline_seconds, retry_limit, retry_backoff_seconds, \
+             secret_name, secret_key, allowed_write_tools, problem, next_run_at, last_schedule_at, created_at, \
+             updated_at FROM scheduled_jobs ",
+            $rest
+        )
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub job_id: String,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    pub trigger: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub attempt: i64,
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub output: String,
+    pub error: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    /// JSON array of the tool calls made.
+    #[serde(skip)]
+    pub tool_calls: String,
+    pub created_at: DateTime<Utc>,
+}
+
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, job_id, idempotency_key, trigger, scheduled_for, attempt, status, started_at, finished_at, \
+             output, error, prompt_tokens, completion_tokens, tool_calls, created_at FROM job_runs ",
+            $rest
+        )
+    };
+}
+
+/// Inserts or replaces a job's definition; schedule state (`next_run_at`,
+/// `last_schedule_at`) is kept unless `reschedule` says the timing changed.
+pub async fn upsert(conn: &mut SqliteConnection, job: &JobRow, reschedule: bool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO scheduled_jobs (id, source, namespace, name, owner_id, schedule, time_zone, prompt_ref, prompt, variables, \
+         suspended, concurrency_policy, starting_deadline_seconds, retry_limit, retry_backoff_seconds, secret_name, \
+         secret_key, allowed_write_tools, problem, next_run_at, last_schedule_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, schedule = excluded.schedule, \
+         time_zone = excluded.time_zone, prompt_ref = excluded.prompt_ref, prompt = excluded.prompt, \
+         variables = excluded.variables, suspended = excluded.suspended, \
+         concurrency_policy = excluded.concurrency_policy, \
+         starting_deadline_seconds = excluded.starting_deadline_seconds, retry_limit = excluded.retry_limit, \
+         retry_backoff_seconds = excluded.retry_backoff_seconds, secret_name = excluded.secret_name, \
+         secret_key = excluded.secret_key, allowed_write_tools = excluded.allowed_write_tools, \
+         problem = excluded.problem, \
+         next_run_at = CASE WHEN ? THEN excluded.next_run_at ELSE scheduled_jobs.next_run_at END, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&job.id)
+    .bind(&job.source)
+    .bind(&job.namespace)
+    .bind(&job.name)
+    .bind(job.owner_id)
+    .bind(&job.schedule)
+    .bind(&job.time_zone)
+    .bind(&job.prompt_ref)
+    .bind(&job.prompt)
+    .bind(&job.variables)
+    .bind(job.suspended)
+    .bind(&job.concurrency_policy)
+    .bind(job.starting_deadline_seconds)
+    .bind(job.retry_limit)
+    .bind(job.retry_backoff_seconds)
+    .bind(&job.secret_name)
+    .bind(&job.secret_key)
+    .bind(&job.allowed_write_tools)
+    .bind(&job.problem)
+    .bind(job.next_run_at)
+    .bind(job.last_schedule_at)
+    .bind(job.created_at)
+    .bind(job.updated_at)
+    .bind(reschedule)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(select_jobs!("WHERE id = ?")).bind(id).fetch_optional(conn).await
+}
+
+/// Jobs a user sees: every Kubernetes job and their own personal ones.
+pub async fn visible_to(conn: &mut SqliteConnection, user_id: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(select_jobs!(
+        "WHERE source = 'kubernetes' OR owner_id = ? ORDER BY source, namespace, name COLLATE NOCASE"
+    ))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Jobs whose next firing is at or before `now`.
+pub async fn due(conn: &mut SqliteConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(select_jobs!("WHERE next_run_at IS NOT NULL AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// The earliest next firing of any job.
+pub async fn next_due(conn: &mut SqliteConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(next_run_at) FROM scheduled_jobs WHERE next_run_at IS NOT NULL")
+        .fetch_one(conn)
+        .await
+}
+
+/// Moves a job's schedule on, if nobody else did since `expected` was read.
+pub async fn advance(
+    conn: &mut SqliteConnection,
+    id: &str,
+    expected: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    scheduled: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE scheduled_jobs SET next_run_at = ?, last_schedule_at = COALESCE(?, last_schedule_at) \
+         WHERE id = ? AND next_run_at = ?",
+    )
+    .bind(next)
+    .bind(scheduled)
+    .bind(id)
+    .bind(expected)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_suspended(
+    conn: &mut SqliteConnection,
+    id: &str,
+    owner_id: i64,
+    suspended: bool,
+    next: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE scheduled_jobs SET suspended = ?, next_run_at = ?, updated_at = ? WHERE id = ? AND owner_id = ?",
+    )
+    .bind(suspended)
+    .bind(next)
+    .bind(Utc::now())
+    .bind(id)
+    .bind(owner_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a job and (by cascade) its runs. Personal jobs only with their owner's id.
+pub async fn delete(conn: &mut SqliteConnection, id: &str, owner_id: Option<i64>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM scheduled_jobs WHERE id = ? AND (? IS NULL OR owner_id = ?)")
+        .bind(id)
+        .bind(owner_id)
+        .bind(owner_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a run; `false` when a run with the same key exists (the firing was recorded
+/// before, here or by another replica).
+pub async fn insert_run(conn: &mut SqliteConnection, run: &RunRow) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO job_runs (id, job_id, idempotency_key, trigger, scheduled_for, attempt, status, started_at, \
+         finished_at, output, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&run.id)
+    .bind(&run.job_id)
+    .bind(&run.idempotency_key)
+    .bind(&run.trigger)
+    .bind(run.scheduled_for)
+    .bind(run.attempt)
+    .bind(&run.status)
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .bind(&run.output)
+    .bind(&run.error)
+    .bind(run.created_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn run(conn: &mut SqliteConnection, id: &str) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!("WHERE id = ?")).bind(id).fetch_optional(conn).await
+}
+
+/// A job's runs, newest first.
+pub async fn runs(conn: &mut SqliteConnection, job_id: &str, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!("WHERE job_id = ? ORDER BY created_at DESC, id LIMIT ?"))
+        .bind(job_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// The newest finished run of a job.
+pub async fn last_finished(conn: &mut SqliteConnection, job_id: &str) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!(
+        "WHERE job_id = ? AND status IN ('succeeded', 'failed') ORDER BY finished_at DESC, id LIMIT 1"
+    ))
+    .bind(job_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Runs of a job that are queued or running.
+pub async fn open_runs(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!("WHERE job_id = ? AND status IN ('queued', 'running') ORDER BY created_at"))
+        .bind(job_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Moves a queued run to running; `false` when it was not queued (already taken, or done).
+pub async fn claim(conn: &mut SqliteConnection, id: &str, attempt: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE job_runs SET status = 'running', started_at = COALESCE(started_at, ?) \
+         WHERE id = ? AND status = 'queued' AND attempt = ?",
+    )
+    .bind(Utc::now())
+    .bind(id)
+    .bind(attempt)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a run back in the queue for its next attempt.
+pub async fn requeue(conn: &mut SqliteConnection, id: &str, attempt: i64, error: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE job_runs SET status = 'queued', attempt = ?, error = ? WHERE id = ? AND status IN ('running', 'queued')",
+    )
+    .bind(attempt)
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome<'a> {
+    pub status: &'a str,
+    pub output: &'a str,
+    pub error: Option<&'a str>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub tool_calls: &'a str,
+}
+
+/// Ends a run that is still open; `false` when it had already ended.
+pub async fn finish(conn: &mut SqliteConnection, id: &str, outcome: &RunOutcome<'_>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE job_runs SET status = ?, output = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, \
+         tool_calls = ?, finished_at = ?, started_at = COALESCE(started_at, ?) \
+         WHERE id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(outcome.status)
+    .bind(outcome.output)
+    .bind(outcome.error)
+    .bind(outcome.prompt_tokens)
+    .bind(outcome.completion_tokens)
+    .bind(outcome.tool_calls)
+    .bind(Utc::now())
+    .bind(Utc::now())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PromptResourceRow {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub template: String,
+    pub variables: String,
+    pub endpoint: Option<String>,
+    pub tools: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! select_prompts {
+    ($rest:literal) => {
+        concat!(
+            "SELECT uid, namespace, name, title, description, template, variables, endpoint, tools, updated_at \
+             FROM prompt_resources ",
+            $rest
+        )
+    };
+}
+
+pub async fn upsert_prompt(conn: &mut SqliteConnection, row: &PromptResourceRow) -> Result<(), sqlx::Error> {
+    // A resource deleted while the controller was away leaves a row under its old uid.
+    sqlx::query("DELETE FROM prompt_resources WHERE namespace = ? AND name = ? AND uid <> ?")
+        .bind(&row.namespace)
+        .bind(&row.name)
+        .bind(&row.uid)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO prompt_resources (uid, namespace, name, title, description, template, variables, endpoint, \
+         tools, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO UPDATE SET \
+         title = excluded.title, description = excluded.description, template = excluded.template, \
+         variables = excluded.variables, endpoint = excluded.endpoint, tools = excluded.tools, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&row.uid)
+    .bind(&row.namespace)
+    .bind(&row.name)
+    .bind(&row.title)
+    .bind(&row.description)
+    .bind(&row.template)
+    .bind(&row.variables)
+    .bind(&row.endpoint)
+    .bind(&row.tools)
+    .bind(row.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_prompt(conn: &mut SqliteConnection, uid: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM prompt_resources WHERE uid = ?").bind(uid).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn prompt_named(
+    conn: &mut SqliteConnection,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<PromptResourceRow>, sqlx::Error> {
+    sqlx::query_as(select_prompts!("WHERE namespace = ? AND name = ?"))
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn prompts(conn: &mut SqliteConnection) -> Result<Vec<PromptResourceRow>, sqlx::Error> {
+    sqlx::query_as(select_prompts!("ORDER BY namespace, name")).fetch_all(conn).await
+}
