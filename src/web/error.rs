@@ -14,6 +14,7 @@ use crate::auth::LoginError;
 use crate::auth::users::UserError;
 use crate::auth::vault::VaultError;
 use crate::chat::ChatError;
+use crate::jobs::JobError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -143,6 +144,22 @@ impl From<ChatError> for ApiError {
             ChatError::NoConfig => Self::Unavailable(e.to_string()),
             ChatError::NotPending => Self::Conflict(e.to_string()),
             ChatError::Db(_) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::NotFound => Self::NotFound("no such job or run"),
+            JobError::Invalid(message) => Self::Unprocessable(message),
+            JobError::Managed => Self::Conflict(e.to_string()),
+            JobError::Forbidden => Self::Forbidden("only an admin may run a job managed by Kubernetes from here"),
+            JobError::Queue(_) => {
+                tracing::error!(error = %e, "cannot queue a run");
+                Self::Unavailable("the run queue is unavailable; try again later".into())
+            }
+            JobError::Db(_) => Self::Internal(e.into()),
         }
     }
 }

@@ -8,10 +8,11 @@ mod chat;
 mod cli;
 mod config_check;
 mod config_reload;
-mod crds;
 #[path = "../support/configmap.rs"]
 mod configmap;
+mod crds;
 mod helpers;
+mod jobs;
 mod mcp;
 #[path = "../support/mcp_servers.rs"]
 mod mcp_servers;

@@ -1,4 +1,4 @@
-//! `/api/v1/conversations…` and `/api/v1/prompts`: conversations of the caller only,
+//! `/api/v1/conversations…`: conversations of the caller only,
 //! sending (202, the answer is written in the background), following an answer's events
 //! over SSE with `Last-Event-ID`, cancelling it, exporting a conversation.
 
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Outcome};
 use crate::chat::generation::{ChatEvent, StampedEvent};
-use crate::chat::{self, Ask, PromptInfo, Sent};
+use crate::chat::{self, Ask, Sent};
 use crate::db::repositories::conversations::{Conversation, Message};
 use crate::llm::Usage;
 use crate::web::AppState;
@@ -230,10 +230,6 @@ pub async fn cancel(
 ) -> Result<StatusCode, ApiError> {
     let stopped = state.chat.cancel(session.user.id, id, message_id).await?;
     Ok(if stopped { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
-}
-
-pub async fn prompts(State(state): State<AppState>, CurrentUser(_): CurrentUser) -> ApiJson<Vec<PromptInfo>> {
-    ApiJson(state.chat.prompts())
 }
 
 #[derive(Debug, Deserialize)]

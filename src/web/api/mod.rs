@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod conversations;
+pub mod jobs;
 pub mod me;
 pub mod ws;
 
@@ -32,7 +33,12 @@ pub fn routes() -> Router<AppState> {
         .route("/conversations/{id}/messages/{message_id}/events", get(conversations::events))
         .route("/conversations/{id}/messages/{message_id}/cancel", post(conversations::cancel))
         .route("/conversations/{id}/messages/{message_id}/approvals/{call_id}", post(conversations::decide))
-        .route("/prompts", get(conversations::prompts))
+        .route("/prompts", get(jobs::prompts))
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/{id}", get(jobs::get).patch(jobs::update).delete(jobs::delete))
+        .route("/jobs/{id}/runs", get(jobs::runs))
+        .route("/jobs/{id}/runs/{run_id}", get(jobs::run))
+        .route("/jobs/{id}/run", post(jobs::run_now))
         .route("/ws", get(ws::upgrade))
         .route("/admin/config", get(admin::config))
         .route("/admin/config/reloads", get(admin::reloads))

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod jobs;
+pub mod prompts;
 pub mod settings;
 
 use askama::Template;
@@ -118,4 +120,10 @@ pub fn when(at: DateTime<Utc>) -> String {
 /// A redirect after a successful form post (Post/Redirect/Get).
 pub fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
+}
+
+/// `text` with its first letter upper-case, to show a service's reason as a sentence.
+pub fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

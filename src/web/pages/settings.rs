@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{Layout, PageError, PageResult, is_htmx, see_other, when};
+use super::{Layout, PageError, PageResult, capitalise, is_htmx, see_other, when};
 use crate::auth::model::Service;
 use crate::auth::session::Authenticated;
 use crate::auth::users::UserError;
@@ -237,9 +237,4 @@ pub async fn change_password(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

@@ -1,0 +1,135 @@
+// Scheduled jobs as a person sees them: the prompt library, a personal job made on /jobs
+// (a refused form keeps what was typed), Run now with the run history polled until the
+// output is there, pause and resume, delete. No page may trip the Content Security Policy.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, screenshot, startMockLlm, startPromptops } from './harness.mjs';
+
+const ADMIN_PASSWORD = 'browser-admin-password-1';
+const PROMPT = 'List the **PAY** issues that changed since yesterday, one line each.';
+
+let mock;
+let server;
+let browser;
+
+before(async () => {
+  // Slow enough (about 2 s an answer) that the page shows the run open before it ends.
+  mock = await startMockLlm({ delayMs: 150 });
+  server = await startPromptops({
+    env: {
+      PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      PROMPTOPS_BCRYPT_COST: '4',
+      PROMPTOPS_LLM_BASE_URL: mock.base,
+    },
+  });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  await mock?.stop();
+});
+
+async function signedIn() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('dialog', (d) => {
+    if (d.type() !== 'confirm') problems.push(`a ${d.type()} opened: ${d.message()}`);
+    d.accept();
+  });
+  await page.goto(`${server.baseUrl}/login`);
+  await page.getByLabel('User name').fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/$|\/c\/\d+$/);
+  return { context, page, problems };
+}
+
+test('prompt library, make a job, run it now, pause, resume, delete', async (t) => {
+  const { context, page, problems } = await signedIn();
+  t.after(() => context.close());
+  try {
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Prompts' }).click();
+    await page.getByRole('heading', { name: 'Prompts', exact: true }).waitFor();
+    await page.getByRole('heading', { name: 'Open blockers of a project' }).waitFor();
+    assert.equal(await page.locator('[data-source="file"]').count(), 2);
+    await screenshot(page, 'prompts');
+
+    await nav.getByRole('link', { name: 'Jobs' }).click();
+    await page.getByRole('heading', { name: 'Jobs', exact: true }).waitFor();
+    await page.getByText('No jobs yet.').waitFor();
+
+    // The form shows the variables of the chosen saved prompt, or the text box.
+    const text = page.getByLabel(/^Prompt text/);
+    assert.ok(await text.isVisible());
+    assert.equal(await page.locator('fieldset[data-prompt-fields]:visible').count(), 0);
+    await page.getByLabel('Prompt', { exact: true }).selectOption({ label: 'Saved: Open blockers of a project' });
+    assert.ok(await text.isHidden());
+    await page.locator('fieldset[data-prompt-fields="blockers"]').getByLabel(/^project/).waitFor();
+    await page.getByLabel('Prompt', { exact: true }).selectOption({ label: 'My own text (below)' });
+    assert.ok(await text.isVisible());
+
+    // A schedule cron cannot read is refused next to the form, with the input kept.
+    await page.getByLabel('Name').fill('PAY digest');
+    await page.getByLabel(/^Schedule/).fill('every morning');
+    await page.getByLabel('Time zone').fill('Europe/Berlin');
+    await text.fill(PROMPT);
+    await page.getByRole('button', { name: 'Create job' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Invalid schedule "every morning"' }).waitFor();
+    assert.equal(await page.getByLabel('Name').inputValue(), 'PAY digest');
+    assert.equal(await page.getByLabel('Time zone').inputValue(), 'Europe/Berlin');
+    assert.equal(await page.getByLabel(/^Prompt text/).inputValue(), PROMPT);
+
+    await page.getByLabel(/^Schedule/).fill('0 8 * * MON-FRI');
+    await page.getByRole('button', { name: 'Create job' }).click();
+    await page.waitForURL(/\/jobs\/[0-9a-f-]+\?notice=job_created$/);
+    await page.getByRole('heading', { name: 'PAY digest' }).waitFor();
+    assert.match(await page.getByTestId('next-run').innerText(), /Europe\/Berlin$/);
+    assert.equal(await page.getByTestId('job-state').innerText(), 'active');
+    await page.getByText('No runs yet.').waitFor();
+
+    // Run now: the history shows the queued run and follows it until it succeeded.
+    await page.getByRole('button', { name: 'Run now' }).click();
+    await page.getByText('Run queued.').waitFor();
+    const run = page.locator('details.run').first();
+    assert.match(await run.getAttribute('data-status'), /^(queued|running)$/);
+    await run.getByRole('status').filter({ hasText: /Waiting for a worker|Running/ }).waitFor();
+    await screenshot(page, 'jobs-run-open');
+    await page.locator('details.run[data-status="succeeded"]').waitFor({ timeout: 20_000 });
+    const output = run.getByTestId('run-output');
+    assert.match(await output.innerText(), /You said: List the PAY issues that changed since yesterday/);
+    assert.equal(await output.locator('strong').innerText(), 'PAY', 'the output is rendered Markdown');
+    assert.match(await run.locator('summary').innerText(), /succeeded\s+manual/);
+    await screenshot(page, 'jobs');
+
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByText('Job paused').waitFor();
+    assert.equal(await page.getByTestId('job-state').innerText(), 'paused');
+    assert.equal(await page.getByTestId('next-run').innerText(), 'none while paused');
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await page.getByText('Job resumed.').waitFor();
+    assert.equal(await page.getByTestId('job-state').innerText(), 'active');
+    assert.match(await page.getByTestId('next-run').innerText(), /Europe\/Berlin$/);
+
+    await page.getByRole('link', { name: '← All jobs' }).click();
+    const row = page.getByRole('row', { name: /PAY digest/ });
+    await row.getByText('succeeded').waitFor();
+    assert.match(await row.innerText(), /0 8 \* \* MON-FRI\s+Europe\/Berlin/);
+    await screenshot(page, 'jobs-list');
+
+    await row.getByRole('link', { name: 'PAY digest' }).click();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.waitForURL(/\/jobs\?notice=job_deleted$/);
+    await page.getByText('No jobs yet.').waitFor();
+    // The refused form answered 422 on purpose; anything else (CSP, script errors) fails.
+    assert.deepEqual(problems.filter((p) => !/status of 422/.test(p)), []);
+  } catch (err) {
+    err.message += `\n--- promptops log ---\n${server.logs().slice(-40).join('\n')}`;
+    throw err;
+  }
+});
