@@ -162,8 +162,12 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let config = watcher::Config::default();
+    // Lists served by the API server's watch cache (resourceVersion=0): right after an API
+    // server restart a consistent list can report a resource version older than the new
+    // cache holds, and the watch that follows then fails with 410 Gone again and again.
+    let config = watcher::Config::default().any_semantic();
     let prompt_controller = Controller::new(prompts.clone(), config.clone())
+        .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::prompt, reconcile::prompt_error, context.clone())
         .for_each(|result| async move {
@@ -193,6 +197,7 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
                 .collect::<Vec<_>>()
         })
         .reconcile_on(changes)
+        .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile::prompt_job, reconcile::prompt_job_error, context)
         .for_each(|result| async move {
@@ -201,6 +206,17 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
             }
         });
     tokio::join!(prompt_controller, job_controller);
+}
+
+/// How soon a failed watch is tried again: 0.5 s doubling to at most 5 s (kube's default
+/// goes to 30 s, which after an API server restart leaves the controller deaf for a minute).
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .into()
 }
 
 /// A broadcast receiver as a stream; lagging only drops notifications (the periodic
