@@ -19,6 +19,7 @@ use sqlx::SqlitePool;
 use crate::config::model::NamedPrompt;
 use crate::config::{ConfigSnapshot, ConfigStore};
 use crate::db::repositories::conversations::{self, Conversation, Message, NewMessage, Outcome, ToolCallRow};
+use crate::db::repositories::jobs;
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
 use crate::mcp::Principal;
@@ -203,7 +204,13 @@ impl ChatService {
     pub async fn send(&self, user_id: i64, conversation_id: i64, send: Ask) -> Result<Sent, ChatError> {
         let snapshot = self.config.current().ok_or(ChatError::NoConfig)?;
         let limits = snapshot.config.service.limits.clone();
-        let (content, prompt) = compose(&snapshot, &send)?;
+        let resource = match send.prompt.as_deref().and_then(|name| name.split_once('/')) {
+            Some((namespace, name)) => jobs::prompt_named(&mut *self.db.acquire().await?, namespace, name)
+                .await?
+                .map(crate::jobs::named_prompt),
+            None => None,
+        };
+        let (content, prompt) = compose(&snapshot, resource.as_ref(), &send)?;
         let length = content.chars().count();
         if length > limits.max_message_chars {
             return Err(ChatError::TooLarge(format!(
@@ -412,7 +419,12 @@ async fn flush_periodically(db: SqlitePool, message_id: i64, text: Arc<Mutex<Str
 }
 
 /// The text to send: a named prompt's template with its variables, then what the user typed.
-fn compose<'a>(snapshot: &'a ConfigSnapshot, send: &Ask) -> Result<(String, Option<&'a NamedPrompt>), ChatError> {
+/// `resource` is the Prompt resource the user picked (named `namespace/name`), if any.
+fn compose<'a>(
+    snapshot: &'a ConfigSnapshot,
+    resource: Option<&'a NamedPrompt>,
+    send: &Ask,
+) -> Result<(String, Option<&'a NamedPrompt>), ChatError> {
     let typed = send.content.trim();
     let Some(name) = send.prompt.as_deref().filter(|p| !p.is_empty()) else {
         if typed.is_empty() {
@@ -420,11 +432,8 @@ fn compose<'a>(snapshot: &'a ConfigSnapshot, send: &Ask) -> Result<(String, Opti
         }
         return Ok((typed.to_owned(), None));
     };
-    let prompt = snapshot
-        .config
-        .prompts
-        .prompts
-        .get(name)
+    let prompt = resource
+        .or_else(|| snapshot.config.prompts.prompts.get(name))
         .ok_or_else(|| ChatError::Invalid(format!("there is no prompt named {name:?}")))?;
     let rendered = render_prompt(prompt, &send.variables)?;
     Ok((if typed.is_empty() { rendered } else { format!("{rendered}\n\n{typed}") }, Some(prompt)))

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::{PromptInfo, VariableInfo};
 use crate::config::ConfigStore;
+use crate::config::model::{NamedPrompt, PromptVariable};
 use crate::controller::resources::ConcurrencyPolicy;
 use crate::db::repositories::jobs::{self, JobRow, PromptResourceRow, RunRow};
 use crate::llm::LlmClient;
@@ -504,6 +505,28 @@ fn new_run(job_id: &str, key: String, trigger: Trigger, scheduled_for: DateTime<
         completion_tokens: None,
         tool_calls: "[]".into(),
         created_at: Utc::now(),
+    }
+}
+
+/// A Prompt resource as a named prompt, for chat and runs alike.
+pub fn named_prompt(row: PromptResourceRow) -> NamedPrompt {
+    let variables: Vec<crate::controller::resources::PromptVariable> =
+        serde_json::from_str(&row.variables).unwrap_or_default();
+    NamedPrompt {
+        title: row.title.unwrap_or(row.name),
+        description: row.description.unwrap_or_default(),
+        template: row.template,
+        variables: variables
+            .into_iter()
+            .map(|v| PromptVariable {
+                name: v.name,
+                description: v.description.unwrap_or_default(),
+                required: v.required,
+                default: v.default,
+            })
+            .collect(),
+        endpoint: row.endpoint,
+        tools: row.tools.and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 

@@ -225,24 +225,7 @@ impl JobService {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("Prompt {namespace}/{name} not found"))?;
-                let variables: Vec<crate::controller::resources::PromptVariable> =
-                    serde_json::from_str(&row.variables).unwrap_or_default();
-                Ok(NamedPrompt {
-                    title: row.title.unwrap_or(row.name),
-                    description: row.description.unwrap_or_default(),
-                    template: row.template,
-                    variables: variables
-                        .into_iter()
-                        .map(|v| PromptVariable {
-                            name: v.name,
-                            description: v.description.unwrap_or_default(),
-                            required: v.required,
-                            default: v.default,
-                        })
-                        .collect(),
-                    endpoint: row.endpoint,
-                    tools: row.tools.and_then(|t| serde_json::from_str(&t).ok()),
-                })
+                Ok(super::named_prompt(row))
             }
         }
     }

@@ -395,6 +395,43 @@ async fn named_prompts_fill_their_variables() {
 }
 
 #[tokio::test]
+async fn prompt_resources_from_kubernetes_are_usable_in_chat() {
+    let (app, mock) = spawn_chat_app().await;
+    // As the controller mirrors a Prompt resource.
+    let row = promptops::db::repositories::jobs::PromptResourceRow {
+        uid: "0d6f5a1e".into(),
+        namespace: "team-a".into(),
+        name: "standup".into(),
+        title: Some("Stand-up notes".into()),
+        description: None,
+        template: "Summarise yesterday in {{project}}.".into(),
+        variables: json!([{"name": "project", "required": true}]).to_string(),
+        endpoint: None,
+        tools: Some("[]".into()),
+        updated_at: chrono::Utc::now(),
+    };
+    app.state.jobs.apply_prompt(&row).await.unwrap();
+    let max = app.user("max").await;
+    let prompts = max.json("/api/v1/prompts").await;
+    let listed = prompts.as_array().unwrap().iter().find(|p| p["name"] == "team-a/standup").expect("listed");
+    assert_eq!(listed["source"], "kubernetes");
+    assert_eq!(listed["title"], "Stand-up notes");
+
+    let conversation = max.conversation().await;
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let sent = max.post(&path, &json!({"prompt": "team-a/standup", "variables": {"project": "PAY"}})).await;
+    assert_eq!(sent.status(), 202);
+    let message = sent.json::<serde_json::Value>().await.unwrap()["message_id"].as_i64().unwrap();
+    max.events(conversation, message, None).await;
+    assert_eq!(mock.received()[0].body["messages"][1]["content"], "Summarise yesterday in PAY.");
+    let missing = max.post(&path, &json!({"prompt": "team-a/standup"})).await;
+    assert_eq!(missing.status(), 422, "its variables are checked like those of prompts.json");
+    let gone = max.post(&path, &json!({"prompt": "team-a/nope"})).await;
+    assert_eq!(gone.status(), 422);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn conversations_are_strictly_per_user() {
     let (app, _mock) = spawn_chat_app().await;
     let nia = app.user("nia").await;

@@ -162,7 +162,10 @@ async fn render(
         query: query.to_owned(),
         conversation,
         messages,
-        prompts: state.chat.prompts(),
+        prompts: state.jobs.prompts().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the Prompt resources; offering prompts.json only");
+            state.chat.prompts()
+        }),
     };
     Ok(page.into_response())
 }
