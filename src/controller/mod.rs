@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::Controller;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
@@ -55,7 +56,8 @@ pub struct Options {
 pub(crate) struct Context {
     pub client: Client,
     pub jobs: Arc<JobService>,
-    pub recorder: Recorder,
+    /// Events to publish, in order, by `publish_events`.
+    pub events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
     /// Consecutive failures per object, for the error backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
@@ -109,10 +111,12 @@ pub async fn run(
         .await?;
     let (mut held, lease_task) = manager.watch().await;
     let reporter = Reporter { controller: "promptops".into(), instance: Some(options.identity.clone()) };
+    let (events, queued) = tokio::sync::mpsc::unbounded_channel();
+    let publisher = tokio::spawn(publish_events(Recorder::new(client.clone(), reporter), queued));
     let context = Arc::new(Context {
         client: client.clone(),
         jobs: jobs.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events,
         failures: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     loop {
@@ -152,7 +156,21 @@ pub async fn run(
     }
     drop(held); // releases the Lease for the next leader
     let _released = lease_task.await;
+    drop(context);
+    let _published = publisher.await;
     Ok(())
+}
+
+/// Publishes queued Events one after the other until every sender is gone.
+async fn publish_events(
+    recorder: Recorder,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<(Event, ObjectReference)>,
+) {
+    while let Some((event, object)) = queued.recv().await {
+        if let Err(e) = recorder.publish(&event, &object).await {
+            tracing::warn!(error = %e, reason = event.reason, "cannot publish an Event");
+        }
+    }
 }
 
 /// Both controllers until `stop`.

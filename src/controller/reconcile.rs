@@ -99,7 +99,7 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
             != Some((&status.conditions[0].status, &status.conditions[0].reason))
         {
             let kind = if status.conditions[0].status == "True" { EventType::Normal } else { EventType::Warning };
-            publish(context, prompt, kind, reason, &message).await;
+            publish(context, prompt, kind, reason, &message);
         }
         let api: Api<Prompt> = Api::namespaced(context.client.clone(), &prompt.namespace().unwrap_or_default());
         let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt", "status": status});
@@ -208,8 +208,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
             EventType::Normal,
             "RunRequested",
             &format!("run {} queued by the {RUN_NOW_ANNOTATION} annotation", run.id),
-        )
-        .await;
+        );
     }
 
     let state = context.jobs.state(&uid).await?.ok_or(JobError::NotFound)?;
@@ -255,19 +254,19 @@ async fn report_transitions(context: &Context, job: &PromptJob, old: &PromptJobS
     let (before, after) = (old.conditions.first(), &new.conditions[0]);
     if before.map(|c| (&c.status, &c.reason)) != Some((&after.status, &after.reason)) {
         let kind = if after.status == "True" { EventType::Normal } else { EventType::Warning };
-        publish(context, job, kind, &after.reason, &after.message).await;
+        publish(context, job, kind, &after.reason, &after.message);
     }
     for id in new.active.iter().filter(|id| !old.active.contains(id)) {
-        publish(context, job, EventType::Normal, "RunStarted", &format!("run {id} started")).await;
+        publish(context, job, EventType::Normal, "RunStarted", &format!("run {id} started"));
     }
     if let Some(run) = &new.last_run
         && old.last_run.as_ref().map(|r| &r.id) != Some(&run.id)
     {
         let message = format!("run {}: {}", run.id, run.message.as_deref().unwrap_or(""));
         if run.result == "Succeeded" {
-            publish(context, job, EventType::Normal, "RunSucceeded", &message).await;
+            publish(context, job, EventType::Normal, "RunSucceeded", &message);
         } else {
-            publish(context, job, EventType::Warning, "RunFailed", &message).await;
+            publish(context, job, EventType::Warning, "RunFailed", &message);
         }
     }
 }
@@ -302,7 +301,8 @@ fn ready(old: Option<&Condition>, status: &str, reason: &str, message: &str, gen
     }
 }
 
-async fn publish<K>(context: &Context, object: &K, type_: EventType, reason: &str, note: &str)
+/// Queues an Event; a single task publishes them in order, off the reconcile's path.
+fn publish<K>(context: &Context, object: &K, type_: EventType, reason: &str, note: &str)
 where
     K: Resource<DynamicType = ()>,
 {
@@ -313,8 +313,8 @@ where
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = context.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "cannot publish an Event");
+    if context.events.send((event, object.object_ref(&()))).is_err() {
+        tracing::warn!(reason, "the Event publisher has stopped; Event dropped");
     }
 }
 

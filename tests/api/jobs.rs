@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::Timelike as _;
+
 use promptops::controller::resources::ConcurrencyPolicy;
 use promptops::db::repositories::jobs::PromptResourceRow;
 use promptops::jobs::{JobDefinition, Source};
@@ -46,33 +48,34 @@ async fn error_of(response: reqwest::Response) -> (u16, String) {
     (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
 }
 
+/// A PromptJob's definition as the controller would give it.
+fn kubernetes_definition(id: &str, name: &str, schedule: &str, prompt: &str) -> JobDefinition {
+    JobDefinition {
+        id: id.into(),
+        source: Source::Kubernetes,
+        namespace: Some("team-pay".into()),
+        name: name.into(),
+        owner_id: None,
+        schedule: schedule.into(),
+        time_zone: "UTC".into(),
+        prompt_ref: None,
+        prompt: Some(prompt.into()),
+        variables: BTreeMap::new(),
+        suspended: false,
+        concurrency_policy: ConcurrencyPolicy::Forbid,
+        starting_deadline_seconds: None,
+        retry_limit: 0,
+        retry_backoff_seconds: 60,
+        secret: None,
+        allowed_write_tools: Vec::new(),
+        problem: None,
+    }
+}
+
 /// A PromptJob as the controller would store it.
 async fn kubernetes_job(app: &TestApp) -> String {
-    let job = app
-        .state
-        .jobs
-        .apply(JobDefinition {
-            id: "uid-nightly".into(),
-            source: Source::Kubernetes,
-            namespace: Some("team-pay".into()),
-            name: "nightly-report".into(),
-            owner_id: None,
-            schedule: "0 2 * * *".into(),
-            time_zone: "Europe/Berlin".into(),
-            prompt_ref: None,
-            prompt: Some("Summarise yesterday.".into()),
-            variables: BTreeMap::new(),
-            suspended: false,
-            concurrency_policy: ConcurrencyPolicy::Forbid,
-            starting_deadline_seconds: None,
-            retry_limit: 0,
-            retry_backoff_seconds: 60,
-            secret: None,
-            allowed_write_tools: Vec::new(),
-            problem: None,
-        })
-        .await
-        .unwrap();
+    let definition = kubernetes_definition("uid-nightly", "nightly-report", "0 2 * * *", "Summarise yesterday.");
+    let job = app.state.jobs.apply(JobDefinition { time_zone: "Europe/Berlin".into(), ..definition }).await.unwrap();
     job.id
 }
 
@@ -410,5 +413,58 @@ async fn an_open_run_is_polled_until_it_ends() {
     assert!(done["output"].as_str().unwrap().ends_with("slow answer in several pieces"), "{done}");
     let partial = ada.get(&format!("/jobs/{job}/runs")).await.text().await.unwrap();
     assert!(!partial.contains("hx-trigger") && partial.contains("slow answer in several pieces"));
+    app.stop().await.unwrap();
+}
+
+/// A job whose firings fell while promptops was down, as the scheduler finds it on restart.
+async fn missed_job(app: &TestApp, id: &str, deadline: Option<i64>) -> String {
+    let definition = kubernetes_definition(id, id, "*/5 * * * *", "status?");
+    app.state.jobs.apply(JobDefinition { starting_deadline_seconds: deadline, ..definition }).await.unwrap();
+    // Down for an hour: the next firing the database holds is long past.
+    let hour_ago = chrono::Utc::now() - chrono::Duration::minutes(61);
+    let due = hour_ago.with_nanosecond(0).unwrap().with_second(0).unwrap();
+    let due = due - chrono::Duration::minutes(i64::from(due.minute() % 5));
+    sqlx::query("UPDATE scheduled_jobs SET next_run_at = ? WHERE id = ?")
+        .bind(due)
+        .bind(id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    id.to_owned()
+}
+
+async fn runs_of(app: &TestApp, job: &str) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT status, trigger, error FROM job_runs WHERE job_id = ? ORDER BY created_at")
+        .bind(job)
+        .fetch_all(&app.state.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn missed_firings_run_once_or_are_skipped_past_the_starting_deadline() {
+    let (app, mock) = spawn_chat_app().await;
+    let lenient = missed_job(&app, "missed-lenient", None).await;
+    let strict = missed_job(&app, "missed-strict", Some(60)).await;
+    app.state.jobs.fire_due().await.unwrap();
+    // Twelve firings were missed; only the latest is made up, as CronJob does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while runs_of(&app, &lenient).await.first().is_none_or(|r| r.0 != "succeeded") {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", runs_of(&app, &lenient).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs_of(&app, &lenient).await.len(), 1);
+    let skipped = runs_of(&app, &strict).await;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].0, "skipped");
+    assert!(skipped[0].2.as_deref().unwrap().contains("startingDeadlineSeconds"), "{skipped:?}");
+    assert_eq!(mock.requests(), 1, "the skipped firing never reached the LLM");
+    // Both are scheduled again from now on.
+    let next: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("SELECT next_run_at FROM scheduled_jobs").fetch_all(&app.state.db).await.unwrap();
+    assert!(next.iter().all(|n| n.is_some_and(|n| n > chrono::Utc::now())), "{next:?}");
+    // Firing again finds nothing due: no firing runs twice.
+    app.state.jobs.fire_due().await.unwrap();
+    assert_eq!(runs_of(&app, &lenient).await.len(), 1);
     app.stop().await.unwrap();
 }
