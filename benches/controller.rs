@@ -178,19 +178,24 @@ async fn ready_benchmark(jobs: &Api<PromptJob>) {
     let (latencies, baseline) = (since_created(&ready), since_created(&seen));
     println!("   all {OBJECTS} created in {all_created:.2?}; all Ready after {total:.2?}");
     println!(
-        "   per object create → Ready: p50 {:.0?}, p90 {:.0?}, p99 {:.0?}, max {:.0?}",
-        percentile(&latencies, 50),
-        percentile(&latencies, 90),
-        percentile(&latencies, 99),
-        latencies.last().copied().unwrap_or_default()
+        "   per object create → Ready: p50 {}, p90 {}, p99 {}, max {}",
+        ms(percentile(&latencies, 50)),
+        ms(percentile(&latencies, 90)),
+        ms(percentile(&latencies, 99)),
+        ms(latencies.last().copied().unwrap_or_default())
     );
     println!(
-        "   baseline, create → first seen on a watch (the API server alone): p50 {:.0?}, p99 {:.0?}; \
-         the controller adds p50 {:.0?}",
-        percentile(&baseline, 50),
-        percentile(&baseline, 99),
-        percentile(&latencies, 50).saturating_sub(percentile(&baseline, 50))
+        "   baseline, create → first seen on a watch (the API server alone): p50 {}, p99 {}; \
+         the controller adds p50 {}",
+        ms(percentile(&baseline, 50)),
+        ms(percentile(&baseline, 99)),
+        ms(percentile(&latencies, 50).saturating_sub(percentile(&baseline, 50)))
     );
+}
+
+/// Milliseconds, the unit every figure here is printed in.
+fn ms(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -245,14 +250,14 @@ async fn report_delays(db: &SqlitePool, scheduled: DateTime<Utc>) {
     queued.sort();
     started.sort();
     println!(
-        "   {} firings at {}: queued p50 {:.0?} / max {:.0?}; started p50 {:.0?}, p99 {:.0?}, max {:.0?}",
+        "   {} firings at {}: queued p50 {} / max {}; started p50 {}, p99 {}, max {}",
         rows.len(),
         scheduled.format("%H:%M:%S"),
-        percentile(&queued, 50),
-        queued.last().copied().unwrap_or_default(),
-        percentile(&started, 50),
-        percentile(&started, 99),
-        started.last().copied().unwrap_or_default()
+        ms(percentile(&queued, 50)),
+        ms(queued.last().copied().unwrap_or_default()),
+        ms(percentile(&started, 50)),
+        ms(percentile(&started, 99)),
+        ms(started.last().copied().unwrap_or_default())
     );
 }
 

@@ -101,7 +101,14 @@ impl Application {
         let mcp = Arc::new(McpManager::new(vault.clone(), metrics.clone()));
         let llm = Arc::new(LlmClient::new());
         let chat = Arc::new(ChatService::new(pool.clone(), store.clone(), llm.clone(), mcp.clone(), metrics.clone()));
-        let jobs = Arc::new(JobService::new(pool.clone(), store.clone(), llm, mcp.clone(), metrics.clone()));
+        let jobs = Arc::new(JobService::new(
+            pool.clone(),
+            store.clone(),
+            llm,
+            mcp.clone(),
+            metrics.clone(),
+            AuditLog::new(pool.clone()),
+        ));
         let queue_pool = db::connect_with(&settings.database.database_url, 2).await?;
         if !settings.skip_migrations {
             queue::setup(&queue_pool).await.context("creating the job queue's tables")?;

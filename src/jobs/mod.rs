@@ -20,6 +20,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, Actor, AuditLog, Outcome};
 use crate::chat::{PromptInfo, VariableInfo};
 use crate::config::ConfigStore;
 use crate::config::model::{NamedPrompt, PromptVariable};
@@ -204,6 +205,7 @@ pub struct JobService {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// The cluster client, when a cluster is in use (reads credential Secrets).
     kube: OnceLock<kube::Client>,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for JobService {
@@ -219,8 +221,10 @@ impl JobService {
         llm: Arc<LlmClient>,
         mcp: Arc<McpManager>,
         metrics: Arc<Metrics>,
+        audit: AuditLog,
     ) -> Self {
         Self {
+            audit,
             db,
             config,
             llm,
@@ -364,8 +368,14 @@ impl JobService {
             .ok_or(JobError::NotFound)
     }
 
+    /// Records what a user did to a job.
+    async fn record(&self, actor: &Actor, action: &str, job: &JobRow, detail: Option<&str>) {
+        let event = audit::Event { action, target: Some(&job.name), outcome: Outcome::Success, detail };
+        self.audit.record(actor, event).await;
+    }
+
     /// Makes a personal job for a user.
-    pub async fn create_personal(&self, user_id: i64, new: NewPersonalJob) -> Result<JobRow, JobError> {
+    pub async fn create_personal(&self, user_id: i64, new: NewPersonalJob, actor: &Actor) -> Result<JobRow, JobError> {
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(JobError::Invalid("a job needs a name of 1 to 100 characters".into()));
@@ -394,31 +404,40 @@ impl JobService {
             }
             (None, Some(_)) => {}
         }
-        self.apply(JobDefinition {
-            id: uuid::Uuid::new_v4().to_string(),
-            source: Source::Personal,
-            namespace: None,
-            name: name.to_owned(),
-            owner_id: Some(user_id),
-            schedule: new.schedule.trim().to_owned(),
-            time_zone,
-            prompt_ref,
-            prompt,
-            variables: new.variables,
-            suspended: false,
-            concurrency_policy: ConcurrencyPolicy::Forbid,
-            starting_deadline_seconds: None,
-            retry_limit: 0,
-            retry_backoff_seconds: 60,
-            secret: None,
-            allowed_write_tools: Vec::new(),
-            problem: None,
-        })
-        .await
+        let row = self
+            .apply(JobDefinition {
+                id: uuid::Uuid::new_v4().to_string(),
+                source: Source::Personal,
+                namespace: None,
+                name: name.to_owned(),
+                owner_id: Some(user_id),
+                schedule: new.schedule.trim().to_owned(),
+                time_zone,
+                prompt_ref,
+                prompt,
+                variables: new.variables,
+                suspended: false,
+                concurrency_policy: ConcurrencyPolicy::Forbid,
+                starting_deadline_seconds: None,
+                retry_limit: 0,
+                retry_backoff_seconds: 60,
+                secret: None,
+                allowed_write_tools: Vec::new(),
+                problem: None,
+            })
+            .await?;
+        self.record(actor, "job.create", &row, Some(&format!("{} {}", row.schedule, row.time_zone))).await;
+        Ok(row)
     }
 
     /// Pauses or resumes one of the user's personal jobs.
-    pub async fn set_suspended(&self, user_id: i64, id: &str, suspended: bool) -> Result<JobRow, JobError> {
+    pub async fn set_suspended(
+        &self,
+        user_id: i64,
+        id: &str,
+        suspended: bool,
+        actor: &Actor,
+    ) -> Result<JobRow, JobError> {
         let job = self.get(user_id, id).await?;
         if job.source == "kubernetes" {
             return Err(JobError::Managed);
@@ -431,27 +450,32 @@ impl JobService {
         let mut conn = self.db.acquire().await?;
         jobs::set_suspended(&mut conn, id, user_id, suspended, next).await?;
         self.wake.notify_one();
-        jobs::get(&mut conn, id).await?.ok_or(JobError::NotFound)
+        let job = jobs::get(&mut conn, id).await?.ok_or(JobError::NotFound)?;
+        self.record(actor, if suspended { "job.pause" } else { "job.resume" }, &job, None).await;
+        Ok(job)
     }
 
     /// Deletes one of the user's personal jobs.
-    pub async fn delete_personal(&self, user_id: i64, id: &str) -> Result<(), JobError> {
+    pub async fn delete_personal(&self, user_id: i64, id: &str, actor: &Actor) -> Result<(), JobError> {
         let job = self.get(user_id, id).await?;
         if job.source == "kubernetes" {
             return Err(JobError::Managed);
         }
         self.remove(id).await?;
+        self.record(actor, "job.delete", &job, None).await;
         Ok(())
     }
 
     /// "Run now" from the UI or API: a user's own job, or (admins) a Kubernetes one.
-    pub async fn run_now_for(&self, user_id: i64, is_admin: bool, id: &str) -> Result<RunRow, JobError> {
+    pub async fn run_now_for(&self, user_id: i64, is_admin: bool, id: &str, actor: &Actor) -> Result<RunRow, JobError> {
         let job = self.get(user_id, id).await?;
         if job.source == "kubernetes" && !is_admin {
             return Err(JobError::Forbidden);
         }
         let key = format!("manual:{}", uuid::Uuid::new_v4());
-        self.run_now(&job, Trigger::Manual, &key).await?.ok_or(JobError::NotFound)
+        let run = self.run_now(&job, Trigger::Manual, &key).await?.ok_or(JobError::NotFound)?;
+        self.record(actor, "job.run", &job, Some(&format!("run {}", run.id))).await;
+        Ok(run)
     }
 
     /// Queues a run at once. `key` makes it happen once: `None` when a run with this key

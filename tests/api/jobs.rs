@@ -175,6 +175,16 @@ async fn a_personal_job_runs_now_pauses_resumes_and_is_deleted_with_its_runs() {
         .unwrap();
     assert_eq!(left, 0, "the runs went with the job");
     assert_eq!(ada.delete(&format!("/api/v1/jobs/{job}")).await.status(), 404);
+    // Every change is in the audit log, with who did it.
+    let admin = app.admin().await;
+    let audit = admin.json("/api/v1/admin/audit?action=job.").await;
+    let mut actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    actions.sort_unstable();
+    assert_eq!(actions, ["job.create", "job.delete", "job.pause", "job.resume", "job.run"], "{audit}");
+    assert!(
+        audit["entries"].as_array().unwrap().iter().all(|e| e["actor"] == "ada" && e["target"] == "Morning digest")
+    );
     app.stop().await.unwrap();
 }
 

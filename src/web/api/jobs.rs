@@ -13,7 +13,7 @@ use crate::db::repositories::jobs::RunRow;
 use crate::jobs::{JobView, NewPersonalJob};
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson};
-use crate::web::session::CurrentUser;
+use crate::web::session::{ClientAddr, CurrentUser};
 
 /// `GET /api/v1/prompts`: prompts.json (`source: "file"`), then Prompt resources
 /// (`source: "kubernetes"`, named `namespace/name`).
@@ -51,6 +51,7 @@ pub struct NewJob {
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     ApiJson(body): ApiJson<NewJob>,
 ) -> Result<(StatusCode, ApiJson<JobView>), ApiError> {
     let new = NewPersonalJob {
@@ -61,7 +62,7 @@ pub async fn create(
         prompt: body.prompt,
         variables: body.variables,
     };
-    let job = state.jobs.create_personal(session.user.id, new).await?;
+    let job = state.jobs.create_personal(session.user.id, new, &client.actor(&session)).await?;
     Ok((StatusCode::CREATED, ApiJson(JobView::new(&job, session.user.id))))
 }
 
@@ -85,19 +86,21 @@ pub struct Change {
 pub async fn update(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
     ApiJson(change): ApiJson<Change>,
 ) -> Result<ApiJson<JobView>, ApiError> {
-    let job = state.jobs.set_suspended(session.user.id, &id, change.suspended).await?;
+    let job = state.jobs.set_suspended(session.user.id, &id, change.suspended, &client.actor(&session)).await?;
     Ok(ApiJson(JobView::new(&job, session.user.id)))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.jobs.delete_personal(session.user.id, &id).await?;
+    state.jobs.delete_personal(session.user.id, &id, &client.actor(&session)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -138,9 +141,10 @@ pub struct Queued {
 pub async fn run_now(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, ApiJson<Queued>), ApiError> {
     let is_admin = session.user.role == Role::Admin;
-    let run = state.jobs.run_now_for(session.user.id, is_admin, &id).await?;
+    let run = state.jobs.run_now_for(session.user.id, is_admin, &id, &client.actor(&session)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(Queued { run_id: run.id })))
 }

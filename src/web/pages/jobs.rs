@@ -20,7 +20,7 @@ use crate::chat;
 use crate::db::repositories::jobs::{JobRow, RunRow};
 use crate::jobs::{JobError, NewPersonalJob};
 use crate::web::AppState;
-use crate::web::session::CurrentUser;
+use crate::web::session::{ClientAddr, CurrentUser};
 
 /// A job in the list.
 #[derive(Debug)]
@@ -249,6 +249,7 @@ async fn render_list(
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let mut form = JobForm::from_fields(fields);
@@ -260,7 +261,7 @@ pub async fn create(
         prompt: Some(form.prompt.clone()),
         variables: form.chosen_variables(),
     };
-    match state.jobs.create_personal(session.user.id, new).await {
+    match state.jobs.create_personal(session.user.id, new, &client.actor(&session)).await {
         Ok(job) => Ok(see_other(&format!("/jobs/{}?notice=job_created", job.id))),
         Err(JobError::Invalid(reason)) => {
             form.error = Some(capitalise(&reason));
@@ -448,36 +449,40 @@ pub async fn runs(
 pub async fn run_now(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> PageResult {
-    state.jobs.run_now_for(session.user.id, session.user.role == Role::Admin, &id).await?;
+    state.jobs.run_now_for(session.user.id, session.user.role == Role::Admin, &id, &client.actor(&session)).await?;
     Ok(see_other(&format!("/jobs/{id}?notice=run_queued")))
 }
 
 pub async fn pause(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> PageResult {
-    state.jobs.set_suspended(session.user.id, &id, true).await?;
+    state.jobs.set_suspended(session.user.id, &id, true, &client.actor(&session)).await?;
     Ok(see_other(&format!("/jobs/{id}?notice=job_paused")))
 }
 
 pub async fn resume(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> PageResult {
-    state.jobs.set_suspended(session.user.id, &id, false).await?;
+    state.jobs.set_suspended(session.user.id, &id, false, &client.actor(&session)).await?;
     Ok(see_other(&format!("/jobs/{id}?notice=job_resumed")))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
+    client: ClientAddr,
     Path(id): Path<String>,
 ) -> PageResult {
-    state.jobs.delete_personal(session.user.id, &id).await?;
+    state.jobs.delete_personal(session.user.id, &id, &client.actor(&session)).await?;
     Ok(see_other("/jobs?notice=job_deleted"))
 }
 
