@@ -22,6 +22,8 @@ use crate::jobs::{JobDefinition, JobError, JobState, Schedule, Source, Trigger};
 
 /// The longest a job's status goes without a look (runs on other replicas).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a job that cannot be scheduled (a Secret missing, say) is looked at again.
+const PROBLEM_RESYNC: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -238,6 +240,10 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
         let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "PromptJob", "status": status});
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    // Secrets and Prompts are not all watched: a job that waits for one looks again soon.
+    if problem.is_some() {
+        return Ok(Action::requeue(PROBLEM_RESYNC));
     }
     Ok(Action::requeue(requeue_after(&state)))
 }

@@ -258,6 +258,9 @@ async fn invalid_specs(cluster: Arc<Cluster>) {
         ready_reason(v).is_some()
     });
     assert_eq!(ready_reason(&sloppy), Some(("False".into(), "InvalidTemplate".into())));
+    // The missing Secret appears: the job, looked at again within 30 s, becomes Ready.
+    cluster.kubectl_ok(&["create", "secret", "generic", "missing", "-n", &ns, "--from-literal=token=abc123"]);
+    cluster.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", "pjob/no-secret", "--timeout=60s"]);
     // Fixing the schedule makes it Ready.
     cluster.apply_ok(&ns, &job("bad-minute", "  schedule: '1 * * * *'\n  prompt: hi\n"));
     cluster.kubectl_ok(&["wait", "-n", &ns, "--for=condition=Ready", "pjob/bad-minute", "--timeout=30s"]);
