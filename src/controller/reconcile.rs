@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::json;
 
@@ -31,32 +30,86 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Jobs(#[from] JobError),
-    #[error("finalizer: {0}")]
+    #[error("finalizer patch: {0}")]
     Finalizer(String),
     #[error("the resource has no {0}")]
     Incomplete(&'static str),
 }
 
-fn finalizer_error<E: std::error::Error>(e: &kube::runtime::finalizer::Error<E>) -> Error {
-    Error::Finalizer(e.to_string())
+/// Where a resource stands with respect to the cleanup finalizer.
+enum Stage {
+    /// Alive, finalizer in place (added now if it was missing): make it so.
+    Apply,
+    /// Being deleted with the finalizer still on: clean up, then let it go.
+    Cleanup,
+    /// Being deleted and already released.
+    Gone,
+}
+
+/// Puts the finalizer on a live resource in the same reconcile that applies it (kube's
+/// `finalizer` helper adds it and waits for the next watch event, one API round trip more
+/// per new object), or says it is time to clean up. JSON patches with a `test` first, so
+/// a stale copy fails instead of overwriting another party's finalizers.
+async fn stage<K>(api: &Api<K>, object: &K) -> Result<Stage, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers = object.finalizers();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    if object.meta().deletion_timestamp.is_some() {
+        return Ok(if has { Stage::Cleanup } else { Stage::Gone });
+    }
+    if !has {
+        let patch = if finalizers.is_empty() {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        } else {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            ])
+        };
+        patch_json(api, object, patch).await?;
+    }
+    Ok(Stage::Apply)
+}
+
+/// Takes the finalizer off after cleanup; the API server then deletes the resource.
+async fn release<K>(api: &Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(index) = object.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let path = format!("/metadata/finalizers/{index}");
+    patch_json(api, object, json!([{"op": "test", "path": path, "value": FINALIZER}, {"op": "remove", "path": path}]))
+        .await
+}
+
+async fn patch_json<K>(api: &Api<K>, object: &K, patch: serde_json::Value) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Finalizer(e.to_string()))?;
+    api.patch::<()>(&object.name_any(), &PatchParams::default(), &Patch::Json(patch)).await?;
+    Ok(())
 }
 
 pub(crate) async fn prompt(prompt: Arc<Prompt>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
     let key = format!("Prompt/{namespace}/{}", prompt.name_any());
     let api: Api<Prompt> = Api::namespaced(context.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, prompt, |event| async {
-        match event {
-            Finalizer::Apply(prompt) => apply_prompt(&prompt, &context).await,
-            Finalizer::Cleanup(prompt) => {
-                let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
-                context.jobs.remove_prompt(&uid).await?;
-                Ok(Action::await_change())
-            }
+    let action = match stage(&api, &*prompt).await? {
+        Stage::Apply => apply_prompt(&prompt, &context).await?,
+        Stage::Cleanup => {
+            let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
+            context.jobs.remove_prompt(&uid).await?;
+            release(&api, &*prompt).await?;
+            Action::await_change()
         }
-    })
-    .await
-    .map_err(|e| finalizer_error(&e))?;
+        Stage::Gone => Action::await_change(),
+    };
     recovered(&context, &key);
     Ok(action)
 }
@@ -114,19 +167,17 @@ pub(crate) async fn prompt_job(job: Arc<PromptJob>, context: Arc<Context>) -> Re
     let namespace = job.namespace().ok_or(Error::Incomplete("namespace"))?;
     let key = format!("PromptJob/{namespace}/{}", job.name_any());
     let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
-    let action = finalizer(&api, FINALIZER, job, |event| async {
-        match event {
-            Finalizer::Apply(job) => apply_job(&job, &context).await,
-            Finalizer::Cleanup(job) => {
-                let uid = job.uid().ok_or(Error::Incomplete("uid"))?;
-                context.jobs.remove(&uid).await?;
-                tracing::info!(job = job.name_any(), namespace = job.namespace(), "job removed with its runs");
-                Ok(Action::await_change())
-            }
+    let action = match stage(&api, &*job).await? {
+        Stage::Apply => apply_job(&job, &context).await?,
+        Stage::Cleanup => {
+            let uid = job.uid().ok_or(Error::Incomplete("uid"))?;
+            context.jobs.remove(&uid).await?;
+            release(&api, &*job).await?;
+            tracing::info!(job = job.name_any(), namespace = job.namespace(), "job removed with its runs");
+            Action::await_change()
         }
-    })
-    .await
-    .map_err(|e| finalizer_error(&e))?;
+        Stage::Gone => Action::await_change(),
+    };
     recovered(&context, &key);
     Ok(action)
 }
