@@ -167,6 +167,11 @@ impl Application {
                 vault,
                 chat,
                 jobs,
+                controller: Arc::new(if cluster.is_some() {
+                    controller::Health::enabled()
+                } else {
+                    controller::Health::disabled()
+                }),
                 mcp,
                 web: Arc::new(WebContext::new(&public_url, client_ip_header)),
             },
@@ -204,8 +209,10 @@ impl Application {
         // Without a cluster this replica always schedules; with one, only while it leads.
         let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
         let scheduler = tokio::spawn(scheduler::run(jobs.clone(), following, background.clone()));
-        let controller = cluster
-            .map(|(client, options)| tokio::spawn(controller::run(client, options, jobs, leading, background.clone())));
+        let health = state.controller.clone();
+        let controller = cluster.map(|(client, options)| {
+            tokio::spawn(controller::run(client, options, jobs, leading, health, background.clone()))
+        });
         let exposure = if metrics_listener.is_some() { Exposure::AllButMetrics } else { Exposure::All };
         let mut ops = metrics_listener
             .map(|ops| tokio::spawn(serve(ops, web::router(state.clone(), Exposure::OpsOnly), &shutdown)));

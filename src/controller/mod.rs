@@ -52,6 +52,45 @@ pub struct Options {
     pub lease_duration: Duration,
 }
 
+/// The controller as `/readyz` sees it.
+#[derive(Debug, Default)]
+pub struct Health {
+    enabled: bool,
+    leading: std::sync::atomic::AtomicBool,
+    synced: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    pub fn enabled() -> Self {
+        Self { enabled: true, ..Self::default() }
+    }
+
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// `None` without a controller; a follower is ready at once, the leader once both
+    /// kinds are listed into its caches.
+    pub fn check(&self) -> Option<Result<(), String>> {
+        use std::sync::atomic::Ordering::Acquire;
+        if !self.enabled {
+            return None;
+        }
+        let leading = self.leading.load(Acquire);
+        Some(if !leading || self.synced.load(Acquire) {
+            Ok(())
+        } else {
+            Err("the controller is listing Prompts and PromptJobs into its caches".into())
+        })
+    }
+
+    fn lead(&self, leading: bool) {
+        use std::sync::atomic::Ordering::Release;
+        self.synced.store(false, Release);
+        self.leading.store(leading, Release);
+    }
+}
+
 /// What the reconcilers share.
 pub(crate) struct Context {
     pub client: Client,
@@ -98,6 +137,7 @@ pub async fn run(
     options: Options,
     jobs: Arc<JobService>,
     leading: watch::Sender<bool>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let lease_seconds = options.lease_duration.as_secs().max(2);
@@ -133,8 +173,10 @@ pub async fn run(
         }
         tracing::info!(identity = options.identity, lease = options.lease_name, "leading: reconciling and scheduling");
         leading.send_replace(true);
+        health.lead(true);
         let term = shutdown.child_token();
-        let controllers = tokio::spawn(controllers(context.clone(), options.watch_namespace.clone(), term.clone()));
+        let controllers =
+            tokio::spawn(controllers(context.clone(), options.watch_namespace.clone(), health.clone(), term.clone()));
         let stepped_down = loop {
             tokio::select! {
                 changed = held.changed() => {
@@ -146,6 +188,7 @@ pub async fn run(
             }
         };
         leading.send_replace(false);
+        health.lead(false);
         term.cancel();
         let _stopped = controllers.await;
         if stepped_down {
@@ -174,7 +217,7 @@ async fn publish_events(
 }
 
 /// Both controllers until `stop`.
-async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: CancellationToken) {
+async fn controllers(context: Arc<Context>, namespace: Option<String>, health: Arc<Health>, stop: CancellationToken) {
     let client = context.client.clone();
     let (prompts, prompt_jobs): (Api<Prompt>, Api<PromptJob>) = match &namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
@@ -184,7 +227,9 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
     // server restart a consistent list can report a resource version older than the new
     // cache holds, and the watch that follows then fails with 410 Gone again and again.
     let config = watcher::Config::default().any_semantic();
-    let prompt_controller = Controller::new(prompts.clone(), config.clone())
+    let prompt_controller = Controller::new(prompts.clone(), config.clone());
+    let prompt_store = prompt_controller.store();
+    let prompt_controller = prompt_controller
         .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::prompt, reconcile::prompt_error, context.clone())
@@ -196,6 +241,12 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
 
     let job_controller = Controller::new(prompt_jobs, config.clone());
     let store = job_controller.store();
+    let job_store = store.clone();
+    let synced = async move {
+        if prompt_store.wait_until_ready().await.is_ok() && job_store.wait_until_ready().await.is_ok() {
+            health.synced.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
     // Runs starting and ending (here or on another replica through the database) change
     // status: such changes come back as reconcile requests.
     let changes = tokio_stream_of(context.jobs.subscribe()).filter_map(|change| async move {
@@ -223,7 +274,7 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, stop: Can
                 tracing::debug!(error = %e, "prompt job reconcile");
             }
         });
-    tokio::join!(prompt_controller, job_controller);
+    tokio::join!(prompt_controller, job_controller, synced);
 }
 
 /// How soon a failed watch is tried again: 0.5 s doubling to at most 5 s (kube's default

@@ -42,6 +42,8 @@ pub struct AppState {
     pub vault: Arc<TokenVault>,
     pub chat: Arc<ChatService>,
     pub jobs: Arc<JobService>,
+    /// Whether the Kubernetes controller runs here and has synced its caches.
+    pub controller: Arc<crate::controller::Health>,
     pub mcp: Arc<McpManager>,
     pub web: Arc<WebContext>,
 }

@@ -27,9 +27,13 @@ struct FailedCheck {
     message: String,
 }
 
-/// Readiness: the database is open and migrated and a valid config is loaded.
+/// Readiness: the database is open and migrated, a valid config is loaded, and — when
+/// this replica runs the controller — its caches are synced.
 pub async fn readyz(State(state): State<AppState>, Query(query): Query<ReadyzQuery>) -> Response {
-    let checks = [("database", crate::db::readiness(&state.db).await), ("config", config_check(&state))];
+    let mut checks = vec![("database", crate::db::readiness(&state.db).await), ("config", config_check(&state))];
+    if let Some(synced) = state.controller.check() {
+        checks.push(("controller", synced));
+    }
     let ready = checks.iter().all(|(_, result)| result.is_ok());
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
 

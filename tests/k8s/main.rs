@@ -108,6 +108,9 @@ async fn examples(cluster: Arc<Cluster>) {
     let ns = cluster.namespace("examples");
     let Solo { llm, data, promptops } = Solo::start(&cluster, &ns).await;
 
+    // Ready means the leader's caches are synced, and /readyz says so.
+    let readyz = reqwest::get(format!("{}/readyz?verbose", promptops.base)).await.unwrap().text().await.unwrap();
+    assert!(readyz.contains("[+]controller ok"), "{readyz}");
     cluster.kubectl_ok(&["apply", "-n", &ns, "-f", &format!("{ROOT}/examples/kubernetes/")]);
     cluster.kubectl_ok(&[
         "wait",
