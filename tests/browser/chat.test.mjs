@@ -2,49 +2,25 @@
 // it continue, press Stop, use a prompt, and never see the LLM's markup become active.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, screenshot, startMockLlm, startPromptops } from './harness.mjs';
+import { screenshot, startSignedInStack } from './harness.mjs';
 
 const ADMIN_PASSWORD = 'browser-admin-password-1';
 const LONG = Array.from({ length: 40 }, (_, i) => `word${i + 1}`).join(' ');
 
-let mock;
+let stack;
 let server;
-let browser;
 
 before(async () => {
-  mock = await startMockLlm({ delayMs: 70 });
-  server = await startPromptops({
-    env: {
-      PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      PROMPTOPS_BCRYPT_COST: '4',
-      PROMPTOPS_LLM_BASE_URL: mock.base,
-    },
-  });
-  browser = await launchBrowser();
+  stack = await startSignedInStack({ delayMs: 70, adminPassword: ADMIN_PASSWORD, allowDialog: (d) => d.type() !== 'alert' });
+  server = stack.server;
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
-  await mock?.stop();
+  await stack?.stop();
 });
 
-async function signedIn() {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
-  page.on('pageerror', (e) => problems.push(e.message));
-  page.on('dialog', (d) => {
-    if (d.type() === 'alert') problems.push(`an alert opened: ${d.message()}`);
-    d.accept();
-  });
-  await page.goto(`${server.baseUrl}/login`);
-  await page.getByLabel('User name').fill('admin');
-  await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL(/\/$|\/c\/\d+$/);
-  return { context, page, problems };
+function signedIn() {
+  return stack.signIn();
 }
 
 const lastAnswer = (page) => page.locator('article.message-assistant').last();

@@ -145,6 +145,47 @@ export function launchBrowser() {
   });
 }
 
+/**
+ * What the chat and jobs tests share: the mock LLM (`delayMs` between words), promptops
+ * with an admin whose password is `adminPassword`, and a browser. `signIn()` opens a page
+ * signed in as that admin and collects console errors, page errors and every dialog that
+ * `allowDialog` does not accept as expected. Returns { mock, server, browser, signIn, stop }.
+ */
+export async function startSignedInStack({ delayMs, adminPassword, allowDialog = () => false }) {
+  const mock = await startMockLlm({ delayMs });
+  const server = await startPromptops({
+    env: {
+      PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD: adminPassword,
+      PROMPTOPS_BCRYPT_COST: '4',
+      PROMPTOPS_LLM_BASE_URL: mock.base,
+    },
+  });
+  const browser = await launchBrowser();
+  async function signIn(contextOptions = {}) {
+    const context = await browser.newContext(contextOptions);
+    const page = await context.newPage();
+    const problems = [];
+    page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+    page.on('pageerror', (e) => problems.push(e.message));
+    page.on('dialog', (d) => {
+      if (!allowDialog(d)) problems.push(`a ${d.type()} opened: ${d.message()}`);
+      d.accept();
+    });
+    await page.goto(`${server.baseUrl}/login`);
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password', { exact: true }).fill(adminPassword);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(/\/$|\/c\/\d+$/);
+    return { context, page, problems };
+  }
+  async function stop() {
+    await browser.close();
+    await server.stop();
+    await mock.stop();
+  }
+  return { mock, server, browser, signIn, stop };
+}
+
 /** Full-page PNG into $PROMPTOPS_SCREENSHOT_DIR (default <repo>/target/screenshots); returns the path. */
 export async function screenshot(page, name) {
   const dir = process.env.PROMPTOPS_SCREENSHOT_DIR || path.join(repoRoot, 'target', 'screenshots');

@@ -3,50 +3,30 @@
 // output is there, pause and resume, delete. No page may trip the Content Security Policy.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, screenshot, startMockLlm, startPromptops } from './harness.mjs';
+import { screenshot, startSignedInStack } from './harness.mjs';
 
 const ADMIN_PASSWORD = 'browser-admin-password-1';
 const PROMPT = 'List the **PAY** issues that changed since yesterday, one line each.';
 
-let mock;
+let stack;
 let server;
-let browser;
 
 before(async () => {
   // Slow enough (about 2 s an answer) that the page shows the run open before it ends.
-  mock = await startMockLlm({ delayMs: 150 });
-  server = await startPromptops({
-    env: {
-      PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      PROMPTOPS_BCRYPT_COST: '4',
-      PROMPTOPS_LLM_BASE_URL: mock.base,
-    },
+  stack = await startSignedInStack({
+    delayMs: 150,
+    adminPassword: ADMIN_PASSWORD,
+    allowDialog: (d) => d.type() === 'confirm',
   });
-  browser = await launchBrowser();
+  server = stack.server;
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.stop();
-  await mock?.stop();
+  await stack?.stop();
 });
 
-async function signedIn() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
-  page.on('pageerror', (e) => problems.push(e.message));
-  page.on('dialog', (d) => {
-    if (d.type() !== 'confirm') problems.push(`a ${d.type()} opened: ${d.message()}`);
-    d.accept();
-  });
-  await page.goto(`${server.baseUrl}/login`);
-  await page.getByLabel('User name').fill('admin');
-  await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL(/\/$|\/c\/\d+$/);
-  return { context, page, problems };
+function signedIn() {
+  return stack.signIn({ viewport: { width: 1280, height: 900 } });
 }
 
 test('prompt library, make a job, run it now, pause, resume, delete', async (t) => {
