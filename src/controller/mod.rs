@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobService;
@@ -249,7 +250,9 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, health: A
     };
     // Runs starting and ending (here or on another replica through the database) change
     // status: such changes come back as reconcile requests.
-    let changes = tokio_stream_of(context.jobs.subscribe()).filter_map(|change| async move {
+    // A lagging receiver only misses notifications; the periodic requeue catches up.
+    let changes = BroadcastStream::new(context.jobs.subscribe()).filter_map(|change| async move {
+        let change = change.ok()?;
         change.namespace.map(|ns| ObjectRef::<PromptJob>::new(&change.name).within(&ns))
     });
     let job_controller = job_controller
@@ -286,20 +289,4 @@ fn watch_backoff() -> watcher::ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .into()
-}
-
-/// A broadcast receiver as a stream; lagging only drops notifications (the periodic
-/// requeue catches up).
-fn tokio_stream_of<T: Clone + Send + 'static>(
-    receiver: tokio::sync::broadcast::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(item) => return Some((item, receiver)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }

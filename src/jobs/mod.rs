@@ -279,7 +279,7 @@ impl JobService {
                     || old.next_run_at.is_none() != next.is_none()
             }
         };
-        let row = JobRow {
+        let mut row = JobRow {
             id: definition.id,
             source: definition.source.as_str().into(),
             namespace: definition.namespace,
@@ -305,11 +305,13 @@ impl JobService {
             updated_at: now,
         };
         jobs::upsert(&mut conn, &row, reschedule).await?;
-        let stored = jobs::get(&mut conn, &row.id).await?.ok_or(JobError::NotFound)?;
         if reschedule {
             self.wake.notify_one();
+        } else if let Some(existing) = existing {
+            // The upsert kept the schedule state it holds.
+            row.next_run_at = existing.next_run_at;
         }
-        Ok(stored)
+        Ok(row)
     }
 
     /// Forgets a job, its schedule and its runs; running ones are stopped. Idempotent.

@@ -146,13 +146,10 @@ impl JobService {
         let principal = self.principal_of(job).await.map_err(Failure::before_start)?;
         let endpoint = prompt.endpoint.clone().unwrap_or_else(|| snapshot.config.service.default_endpoint.clone());
         let allowed: Vec<String> = serde_json::from_str(&job.allowed_write_tools).unwrap_or_default();
-        let generation = Arc::new(Generation::new(0, 0, job.owner_id.unwrap_or(0)));
-        let forward = cancel.clone();
-        let stop = generation.cancel.clone();
-        let watcher = tokio::spawn(async move {
-            forward.cancelled().await;
-            stop.cancel();
-        });
+        // The run's own token stops the agent (Replace, job deleted).
+        let mut generation = Generation::new(0, 0, job.owner_id.unwrap_or(0));
+        generation.cancel = cancel;
+        let generation = Arc::new(generation);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let agent = AgentRun {
             db: self.db.clone(),
@@ -172,7 +169,6 @@ impl JobService {
             json!({"role": "user", "content": text}),
         ];
         let outcome = agent.run(Arc::new(Mutex::new(String::new())), messages).await;
-        watcher.abort();
         let tool_calls = serde_json::to_string(&*calls.lock().unwrap_or_else(PoisonError::into_inner))
             .unwrap_or_else(|_| "[]".into());
         let mut output = outcome.text;
@@ -182,14 +178,13 @@ impl JobService {
         }
         match outcome.result {
             Ok(()) => Ok(Success { output, usage: outcome.usage, tool_calls }),
-            Err(e) => Failure {
+            Err(e) => Err(Failure {
                 message: if e.is_cancelled() { "cancelled".into() } else { e.to_string() },
                 cancelled: e.is_cancelled(),
                 output,
                 usage: e.partial().map_or(outcome.usage, |p| p.usage),
                 tool_calls,
-            }
-            .into_err(),
+            }),
         }
     }
 
@@ -247,12 +242,6 @@ impl JobService {
             .ok_or_else(|| format!("Secret {name} has no key {key:?}"))?;
         let token = String::from_utf8(value.0).map_err(|_| format!("key {key:?} of Secret {name} is not text"))?;
         Ok(Principal::Token { scope: job.id.clone(), token: Some(SecretString::from(token.trim().to_owned())) })
-    }
-}
-
-impl Failure {
-    fn into_err<T>(self) -> Result<T, Self> {
-        Err(self)
     }
 }
 
