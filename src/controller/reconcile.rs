@@ -264,7 +264,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         );
     }
 
-    let state = context.jobs.state(&uid).await?.ok_or(JobError::NotFound)?;
+    let state = context.jobs.state(row).await?;
     let (condition_status, reason, message) = match (&problem, spec.suspend) {
         (Some((reason, message)), _) => ("False", *reason, message.clone()),
         (None, true) => ("False", "Suspended", "suspended: no runs are scheduled".to_owned()),

@@ -324,14 +324,11 @@ impl JobService {
     }
 
     /// A job with its latest and open runs.
-    pub async fn state(&self, id: &str) -> Result<Option<JobState>, JobError> {
+    pub async fn state(&self, job: JobRow) -> Result<JobState, JobError> {
         let mut conn = self.db.acquire().await?;
-        let Some(job) = jobs::get(&mut conn, id).await? else {
-            return Ok(None);
-        };
-        let last_finished = jobs::last_finished(&mut conn, id).await?;
-        let open = jobs::open_runs(&mut conn, id).await?;
-        Ok(Some(JobState { job, last_finished, open }))
+        let last_finished = jobs::last_finished(&mut conn, &job.id).await?;
+        let open = jobs::open_runs(&mut conn, &job.id).await?;
+        Ok(JobState { job, last_finished, open })
     }
 
     /// Mirrors a Prompt resource.

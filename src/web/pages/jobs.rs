@@ -188,7 +188,8 @@ async fn render_list(
 ) -> PageResult {
     let mut jobs = Vec::new();
     for job in state.jobs.list(session.user.id).await? {
-        let last = state.jobs.state(&job.id).await?.and_then(|s| s.open.into_iter().next_back().or(s.last_finished));
+        let runs = state.jobs.state(job).await?;
+        let (job, last) = (runs.job, runs.open.into_iter().next_back().or(runs.last_finished));
         jobs.push(JobLine {
             next_run: job.next_run_at.map(|at| Moment::new(at, &job.time_zone)),
             last: last.map(|run| RunBadge {
