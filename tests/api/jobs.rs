@@ -428,12 +428,13 @@ async fn an_open_run_is_polled_until_it_ends() {
 
 /// A job whose firings fell while promptops was down, as the scheduler finds it on restart.
 async fn missed_job(app: &TestApp, id: &str, deadline: Option<i64>) -> String {
-    let definition = kubernetes_definition(id, id, "*/5 * * * *", "status?");
+    // Hourly, at the minute half an hour from now: its latest firing was ~30 minutes ago,
+    // far past a 60 s starting deadline whenever the test runs.
+    let minute = (chrono::Utc::now().minute() + 30) % 60;
+    let definition = kubernetes_definition(id, id, &format!("{minute} * * * *"), "status?");
     app.state.jobs.apply(JobDefinition { starting_deadline_seconds: deadline, ..definition }).await.unwrap();
-    // Down for an hour: the next firing the database holds is long past.
-    let hour_ago = chrono::Utc::now() - chrono::Duration::minutes(61);
-    let due = hour_ago.with_nanosecond(0).unwrap().with_second(0).unwrap();
-    let due = due - chrono::Duration::minutes(i64::from(due.minute() % 5));
+    // Down for two hours: the next firing the database holds is long past.
+    let due = (chrono::Utc::now() - chrono::Duration::minutes(121)).with_nanosecond(0).unwrap().with_second(0).unwrap();
     sqlx::query("UPDATE scheduled_jobs SET next_run_at = ? WHERE id = ?")
         .bind(due)
         .bind(id)
@@ -457,7 +458,7 @@ async fn missed_firings_run_once_or_are_skipped_past_the_starting_deadline() {
     let lenient = missed_job(&app, "missed-lenient", None).await;
     let strict = missed_job(&app, "missed-strict", Some(60)).await;
     app.state.jobs.fire_due().await.unwrap();
-    // Twelve firings were missed; only the latest is made up, as CronJob does.
+    // Two firings were missed; only the latest is made up, as CronJob does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while runs_of(&app, &lenient).await.first().is_none_or(|r| r.0 != "succeeded") {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", runs_of(&app, &lenient).await);
