@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The promptops image: one static-ish binary on a slim Debian, running as a non-root user.
 # Build: docker build -t promptops .   Run: docker run -p 8080:8080 promptops
+# scripts/build-image builds the same layout without Docker (tests/helm checks they agree).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -29,5 +30,7 @@ ENV PROMPTOPS_LISTEN=0.0.0.0:8080 \
 USER 10001:10001
 WORKDIR /var/lib/promptops
 EXPOSE 8080
+# No curl in the image: the binary probes itself.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD ["promptops", "probe", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["promptops"]
 CMD ["serve"]

@@ -118,7 +118,11 @@ impl Application {
                 jobs.use_cluster(client.clone());
                 let options = controller_options(&settings.controller, &client).await;
                 tracing::info!(
-                    namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+                    namespaces = if options.watch_namespaces.is_empty() {
+                        "(all)".to_owned()
+                    } else {
+                        options.watch_namespaces.join(",")
+                    },
                     lease = format!("{}/{}", options.lease_namespace, options.lease_name),
                     identity = options.identity,
                     "Kubernetes cluster found: the controller will run"
@@ -323,7 +327,7 @@ async fn controller_options(
         format!("{host}-{}", &suffix[..8])
     });
     controller::Options {
-        watch_namespace: settings.watch_namespace.clone(),
+        watch_namespaces: settings.watch_namespace.clone(),
         lease_namespace,
         lease_name: settings.lease_name.clone(),
         identity,

@@ -55,6 +55,15 @@ pub enum Command {
     /// Print the CustomResourceDefinitions (Prompt, PromptJob) as YAML, for
     /// `promptops crds | kubectl apply -f -`.
     Crds,
+    /// Request a URL and exit 0 when it answers 2xx, else 1 with the reason: the health
+    /// check of the container image (which has no curl) and of `helm test`.
+    Probe {
+        /// The URL to request, e.g. http://127.0.0.1:8080/healthz.
+        url: url::Url,
+        /// How long to wait for the whole answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +128,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keys(KeysCommand::Generate { id }) => generate_key(id),
         Command::Keys(KeysCommand::Rotate { database, security }) => rotate_keys(&database, &security).await,
         Command::Crds => print_crds(),
+        Command::Probe { url, timeout } => return probe(url, timeout).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +193,26 @@ async fn add_user(
 fn print_crds() -> anyhow::Result<()> {
     write!(std::io::stdout(), "{}", crate::controller::resources::definitions_yaml()?)?;
     Ok(())
+}
+
+async fn probe(url: url::Url, timeout: std::time::Duration) -> ExitCode {
+    let answer = async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let response = client.get(url.clone()).send().await?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        anyhow::Ok((status, body))
+    };
+    let (line, code) = match answer.await {
+        Ok((status, _)) if status.is_success() => (format!("{url}: {status}"), ExitCode::SUCCESS),
+        Ok((status, body)) => {
+            let (body, _) = crate::text::prefix(body.trim(), 300);
+            (format!("{url}: {status} {body}"), ExitCode::FAILURE)
+        }
+        Err(e) => (format!("{url}: {e:#}"), ExitCode::FAILURE),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
+    code
 }
 
 fn generate_key(id: Option<String>) -> anyhow::Result<()> {

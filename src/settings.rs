@@ -69,9 +69,10 @@ pub struct ControllerSettings {
     #[arg(long, env = "PROMPTOPS_CONTROLLER", value_enum, default_value_t = crate::controller::Mode::Auto)]
     pub controller: crate::controller::Mode,
 
-    /// Watch Prompt and PromptJob resources in this namespace only (default: all namespaces).
-    #[arg(long, env = "PROMPTOPS_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch Prompt and PromptJob resources in these namespaces only, comma-separated
+    /// (default: all namespaces).
+    #[arg(long, env = "PROMPTOPS_WATCH_NAMESPACE", value_delimiter = ',', value_parser = parse_namespace)]
+    pub watch_namespace: Vec<String>,
 
     /// Namespace of the leader-election Lease (default: the pod's namespace, else the
     /// kubeconfig's default namespace).
@@ -139,4 +140,18 @@ pub struct WebSettings {
     /// password is generated and printed once in the log.
     #[arg(long, env = "PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
     pub bootstrap_admin_password: Option<String>,
+}
+
+/// A Kubernetes namespace name: a DNS label (RFC 1123), as the API server requires.
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let label = name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if label {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("{name:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"))
+    }
 }

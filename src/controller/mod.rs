@@ -43,8 +43,8 @@ pub enum Mode {
 /// Where the controller looks and how it elects a leader.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Watch one namespace only; all when `None`.
-    pub watch_namespace: Option<String>,
+    /// Watch these namespaces only; all when empty.
+    pub watch_namespaces: Vec<String>,
     /// Namespace and name of the Lease.
     pub lease_namespace: String,
     pub lease_name: String,
@@ -177,7 +177,7 @@ pub async fn run(
         health.lead(true);
         let term = shutdown.child_token();
         let controllers =
-            tokio::spawn(controllers(context.clone(), options.watch_namespace.clone(), health.clone(), term.clone()));
+            tokio::spawn(watch_all(context.clone(), options.watch_namespaces.clone(), health.clone(), term.clone()));
         let stepped_down = loop {
             tokio::select! {
                 changed = held.changed() => {
@@ -217,8 +217,31 @@ async fn publish_events(
     }
 }
 
-/// Both controllers until `stop`.
-async fn controllers(context: Arc<Context>, namespace: Option<String>, health: Arc<Health>, stop: CancellationToken) {
+/// Both controllers for every watched namespace (or one pair over all namespaces) until
+/// `stop`; the caches count as synced once every pair has listed both kinds.
+async fn watch_all(context: Arc<Context>, namespaces: Vec<String>, health: Arc<Health>, stop: CancellationToken) {
+    let scopes: Vec<Option<String>> =
+        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let pairs = scopes.into_iter().map(|scope| {
+        let (health, unsynced) = (health.clone(), unsynced.clone());
+        let on_synced = move || {
+            if unsynced.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                health.synced.store(true, std::sync::atomic::Ordering::Release);
+            }
+        };
+        controllers(context.clone(), scope, on_synced, stop.clone())
+    });
+    futures_util::future::join_all(pairs).await;
+}
+
+/// Both controllers for one namespace (`None`: all) until `stop`.
+async fn controllers(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    on_synced: impl FnOnce(),
+    stop: CancellationToken,
+) {
     let client = context.client.clone();
     let (prompts, prompt_jobs): (Api<Prompt>, Api<PromptJob>) = match &namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
@@ -245,15 +268,19 @@ async fn controllers(context: Arc<Context>, namespace: Option<String>, health: A
     let job_store = store.clone();
     let synced = async move {
         if prompt_store.wait_until_ready().await.is_ok() && job_store.wait_until_ready().await.is_ok() {
-            health.synced.store(true, std::sync::atomic::Ordering::Release);
+            on_synced();
         }
     };
     // Runs starting and ending (here or on another replica through the database) change
     // status: such changes come back as reconcile requests.
     // A lagging receiver only misses notifications; the periodic requeue catches up.
-    let changes = BroadcastStream::new(context.jobs.subscribe()).filter_map(|change| async move {
-        let change = change.ok()?;
-        change.namespace.map(|ns| ObjectRef::<PromptJob>::new(&change.name).within(&ns))
+    let changes = BroadcastStream::new(context.jobs.subscribe()).filter_map(move |change| {
+        let scope = namespace.clone();
+        async move {
+            let change = change.ok()?;
+            let ns = change.namespace.filter(|ns| scope.as_ref().is_none_or(|scope| scope == ns))?;
+            Some(ObjectRef::<PromptJob>::new(&change.name).within(&ns))
+        }
     });
     let job_controller = job_controller
         .watches(prompts, config, move |prompt: Prompt| {

@@ -269,3 +269,30 @@ fn keys_generate_prints_a_usable_key_and_rotate_reseals() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&bad.stderr).contains("not-base64"), "key material is never echoed");
 }
+
+/// `promptops probe`, the image's health check and `helm test`: 0 on a 2xx, 1 with the
+/// reason otherwise (a 503 with its body, a refused connection).
+#[tokio::test]
+async fn probe_exits_zero_only_on_a_success_answer() {
+    let app = crate::helpers::spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |url: String| {
+        let mut command = promptops(dir.path());
+        command.args(["probe", &url, "--timeout", "3s"]);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let ok = run(format!("{}/healthz", app.base)).await.unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("200 OK"));
+
+    let missing = run(format!("{}/no-such-page", app.base)).await.unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"), "{}", String::from_utf8_lossy(&missing.stderr));
+
+    let refused = run(format!("http://127.0.0.1:{}/readyz", free_port())).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&refused.stderr).is_empty());
+
+    let bad = promptops(dir.path()).args(["probe", "not a url"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap refuses a malformed URL");
+}

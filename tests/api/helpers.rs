@@ -151,7 +151,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         },
         controller: ControllerSettings {
             controller: promptops::controller::Mode::Off,
-            watch_namespace: None,
+            watch_namespace: Vec::new(),
             lease_namespace: None,
             lease_name: "promptops-controller".into(),
             lease_duration: Duration::from_secs(15),

@@ -162,6 +162,7 @@ pub struct Promptops {
 /// How to start promptops.
 pub struct Start<'a> {
     pub cluster: &'a Cluster,
+    /// The watched namespaces, comma-separated; the Lease lives in the first.
     pub namespace: &'a str,
     pub data_dir: &'a Path,
     pub llm: &'a str,
@@ -180,7 +181,7 @@ impl Promptops {
             .env("KUBECONFIG", &start.cluster.kubeconfig)
             .env("PROMPTOPS_CONTROLLER", "on")
             .env("PROMPTOPS_WATCH_NAMESPACE", start.namespace)
-            .env("PROMPTOPS_LEASE_NAMESPACE", start.namespace)
+            .env("PROMPTOPS_LEASE_NAMESPACE", start.namespace.split(',').next().unwrap())
             .env("PROMPTOPS_LEASE_DURATION", "4s")
             .env("PROMPTOPS_IDENTITY", start.identity)
             .env("PROMPTOPS_DATABASE_URL", format!("sqlite://{}/promptops.db", start.data_dir.display()))

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         ("controller_recovers_after_the_api_server_restarts", |c| Box::pin(api_server_restart(c))),
         ("a_run_killed_midway_is_retried_after_restart", |c| Box::pin(killed_mid_run(c))),
         ("two_replicas_run_each_firing_exactly_once_across_a_leader_kill", |c| Box::pin(two_replicas(c))),
+        ("several_watched_namespaces_work_and_others_are_left_alone", |c| Box::pin(several_namespaces(c))),
     ];
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let selected: Vec<_> =
@@ -101,6 +102,46 @@ fn uid(cluster: &Cluster, namespace: &str, resource: &str) -> String {
 fn ready_reason(value: &Value) -> Option<(String, String)> {
     let condition = value["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
     Some((condition["status"].as_str()?.to_owned(), condition["reason"].as_str()?.to_owned()))
+}
+
+/// `--watch-namespace a,b`: both are reconciled, a third is not touched.
+async fn several_namespaces(cluster: Arc<Cluster>) {
+    let (a, b, c) = (cluster.namespace("watch-a"), cluster.namespace("watch-b"), cluster.namespace("watch-c"));
+    let watched = format!("{a},{b}");
+    let llm = mock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _promptops = Promptops::start(&Start {
+        cluster: &cluster,
+        namespace: &watched,
+        data_dir: data.path(),
+        llm: &llm.base,
+        identity: "multi",
+    })
+    .await;
+    for ns in [&a, &b, &c] {
+        cluster.kubectl_ok(&["apply", "-n", ns, "-f", &format!("{ROOT}/examples/kubernetes/")]);
+    }
+    for ns in [&a, &b] {
+        cluster.kubectl_ok(&[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            "prompt/open-blockers",
+            "promptjob/pay-blockers-weekly",
+            "--timeout=60s",
+        ]);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = cluster.json(&["get", "pjob/pay-blockers-weekly", "-n", &c]);
+    assert!(left["status"].is_null() && left["metadata"]["finalizers"].is_null(), "{left:#}");
+    let db = database(data.path()).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scheduled_jobs WHERE namespace = ?")
+        .bind(&c)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing from {c} in the database");
 }
 
 /// The done-when of the issue, step by step as a platform engineer does it.

@@ -80,6 +80,11 @@ impl MockLlm {
     }
 
     pub async fn start_with_default(default: Script) -> Self {
+        Self::start_on("127.0.0.1", default).await
+    }
+
+    /// A mock listening on `ip` (a test node's address, so that Pods reach it).
+    pub async fn start_on(ip: &str, default: Script) -> Self {
         let state = Arc::new(MockState {
             default,
             scripts: Mutex::default(),
@@ -88,7 +93,7 @@ impl MockLlm {
             open: AtomicUsize::new(0),
         });
         let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { base: format!("http://{addr}/v1"), state }
