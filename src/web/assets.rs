@@ -50,11 +50,17 @@ pub fn url(path: &str) -> String {
     }
 }
 
-/// `GET /static/{*path}`: hashed names are immutable; plain names revalidate.
+/// `GET /static/{*path}`: hashed names are immutable; plain names revalidate. Only names
+/// the manifest lists are served: in debug builds rust-embed reads from disk, and its own
+/// path check can be walked around (a symlink as the last part), so a requested path is
+/// never handed to it as it came.
 pub async fn serve(Path(path): Path<String>) -> Response {
-    let (real, immutable) = match MANIFEST.original.get(&path) {
-        Some(real) => (real.as_str(), true),
-        None => (path.as_str(), false),
+    let (real, immutable) = match MANIFEST.original.get_key_value(&path) {
+        Some((_, real)) => (real.as_str(), true),
+        None => match MANIFEST.hashed.get_key_value(&path) {
+            Some((real, _)) => (real.as_str(), false),
+            None => return (StatusCode::NOT_FOUND, "no such file").into_response(),
+        },
     };
     let Some(file) = Files::get(real) else {
         return (StatusCode::NOT_FOUND, "no such file").into_response();

@@ -173,3 +173,126 @@ async fn the_client_address_header_is_used_when_configured() {
     assert_eq!(audit["entries"][0]["client_addr"], "198.51.100.7", "the entry the trusted proxy appended");
     app.stop().await.unwrap();
 }
+
+/// Sends `line` as the raw request line (no client normalises it) and returns the status
+/// and body.
+async fn raw_request(base: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+/// Found by an outside sweep: in debug builds `/static/../…/proc/self/fd/1` answered with
+/// the server's log (and other descriptors with the database). Only listed names are served.
+#[tokio::test]
+async fn static_paths_outside_the_manifest_are_never_read() {
+    let app = spawn_app().await;
+    let deep = "../".repeat(12);
+    let mut targets: Vec<String> = (0..24).map(|fd| format!("/static/{deep}proc/self/fd/{fd}")).collect();
+    targets.extend([
+        format!("/static/{deep}etc/passwd"),
+        "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fproc/self/fd/1".to_owned(),
+        "/static/..%2f..%2f..%2f..%2f..%2f..%2f..%2fproc%2fself%2ffd%2f1".to_owned(),
+        "/static/%252e%252e%252fCargo.toml".to_owned(),
+        "/static/..\\..\\..\\Cargo.toml".to_owned(),
+        "/static/css/../../Cargo.toml".to_owned(),
+        "/static/css/input.css".to_owned(),
+        "/static//proc/self/fd/1".to_owned(),
+    ]);
+    for target in targets {
+        // A descriptor that is a pipe could block a read: bounded.
+        let Ok((status, body)) =
+            tokio::time::timeout(std::time::Duration::from_secs(3), raw_request(&app.base, &target)).await
+        else {
+            panic!("{target} did not answer: the server tried to read it");
+        };
+        assert!(status == 404 || status == 400, "{target} answered {status}");
+        assert!(!body.contains("[package]") && !body.contains("root:") && !body.contains("SQLite"), "{target}: {body}");
+    }
+    // What the pages reference is still served, hashed and plain.
+    let (status, _) = raw_request(&app.base, "/static/js/app.js").await;
+    assert_eq!(status, 200);
+    app.stop().await.unwrap();
+}
+
+/// Found by an outside sweep: `next=/\t/evil.example/` redirected off the site, and control
+/// characters in `next` gave a 500 after a correct password.
+#[tokio::test]
+async fn login_redirects_stay_on_this_site_for_any_next() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let hostile = [
+        "/\t/evil.example/",
+        "/\t\\evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "https://evil.example/",
+        "/\r\nSet-Cookie: x=1",
+        "/a\0b",
+        "/a\u{7f}",
+        "/\n/evil.example",
+        " /evil",
+    ];
+    for next in hostile {
+        let login = client
+            .post(format!("{}/login", app.base))
+            .form(&[("username", "admin"), ("password", crate::helpers::ADMIN_PASSWORD), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 303, "{next:?}: {}", login.status());
+        assert_eq!(login.headers()["location"], "/", "{next:?}");
+    }
+    let login = client
+        .post(format!("{}/login", app.base))
+        .form(&[("username", "admin"), ("password", crate::helpers::ADMIN_PASSWORD), ("next", "/jobs?x=1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.headers()["location"], "/jobs?x=1");
+    // Signed in, GET /login?next=… redirects the same way.
+    let admin = app.admin().await;
+    let page = admin.client.get(format!("{}/login?next=%2F%09%2Fevil.example%2F", app.base)).send().await.unwrap();
+    if page.status() == 303 {
+        assert_eq!(page.headers()["location"], "/");
+    }
+    app.stop().await.unwrap();
+}
+
+/// Found by an outside sweep: a 100,000-character name was kept whole in the audit log and
+/// as a throttle key. Names longer than any user name can be are refused first.
+#[tokio::test]
+async fn over_long_user_names_are_refused_before_anything_is_stored() {
+    let app = spawn_app().await;
+    let long = "n".repeat(100_000);
+    let api = app
+        .client
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&serde_json::json!({"username": long, "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 422);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("64"), "{body}");
+    let page = app
+        .client
+        .post(format!("{}/login", app.base))
+        .form(&[("username", long.as_str()), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 422);
+    assert!(page.text().await.unwrap().len() < 50_000, "the page does not echo the name");
+    let admin = app.admin().await;
+    let audit = admin.json("/api/v1/admin/audit").await.to_string();
+    assert!(!audit.contains(&"n".repeat(65)), "the long name reached the audit log");
+    app.stop().await.unwrap();
+}
