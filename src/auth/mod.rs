@@ -24,6 +24,9 @@ use users::{UserError, UserService};
 pub enum LoginError {
     #[error("wrong user name or password")]
     Invalid,
+    /// Longer than any user name can be: refused before it is stored or counted anywhere.
+    #[error("a user name is at most {} characters", crate::auth::model::Username::MAX_CHARS)]
+    NameTooLong,
     #[error("too many failed attempts; try again in {} s", .0.as_secs().max(1))]
     Throttled(Duration),
     #[error(transparent)]
@@ -49,6 +52,9 @@ impl AuthService {
         password: &SecretString,
         client_addr: &str,
     ) -> Result<(String, Authenticated), LoginError> {
+        if username.chars().count() > Username::MAX_CHARS {
+            return Err(LoginError::NameTooLong);
+        }
         let actor = Actor { username: Some(username.to_owned()), client_addr: Some(client_addr.to_owned()) };
         if let Err(wait) = self.throttle.check(username, client_addr) {
             self.audit.record(&actor, login_event(Outcome::Denied, Some("throttled"))).await;

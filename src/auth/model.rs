@@ -60,10 +60,13 @@ pub struct User {
 pub struct Username(String);
 
 impl Username {
+    /// The longest a user name can be.
+    pub const MAX_CHARS: usize = 64;
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         let name = raw.trim();
         let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-        if !(2..=64).contains(&name.len()) || !valid_chars {
+        if !(2..=Self::MAX_CHARS).contains(&name.len()) || !valid_chars {
             return Err("a user name is 2 to 64 characters: letters, digits, '.', '_', '-' or '@'".into());
         }
         Ok(Self(name.to_owned()))

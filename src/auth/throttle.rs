@@ -11,6 +11,8 @@ pub const ADDRESS_FREE_FAILURES: u32 = 20;
 /// First delay; each further failure doubles it, up to the maximum.
 pub const BASE_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// At most this many bytes of counters (keys and values) are kept; the least used go first.
+pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Counters are forgotten after this long without a failure.
 pub const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -33,7 +35,14 @@ impl Default for LoginThrottle {
 
 impl LoginThrottle {
     pub fn new() -> Self {
-        Self { attempts: Cache::builder().max_capacity(100_000).time_to_idle(FORGET_AFTER).build() }
+        // Weighed by key size, so that the memory is bounded whatever the keys hold (user
+        // names are refused above 64 characters, but a proxy's client-address header is not).
+        let attempts = Cache::builder()
+            .weigher(|key: &String, _: &Attempts| u32::try_from(key.len() + 32).unwrap_or(u32::MAX))
+            .max_capacity(MAX_BYTES)
+            .time_to_idle(FORGET_AFTER)
+            .build();
+        Self { attempts }
     }
 
     /// `Err(retry_after)` while the account or the address must wait.
@@ -101,6 +110,17 @@ mod tests {
         assert!(throttle.check("bob", "10.0.0.9").is_ok(), "other accounts are not affected");
         throttle.record_success("alice");
         assert!(throttle.check("alice", "10.0.0.4").is_ok());
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_keys() {
+        let throttle = LoginThrottle::new();
+        let long = "x".repeat(100_000);
+        for i in 0..200 {
+            throttle.record_failure(&format!("{i}{long}"), &format!("{i}{long}"));
+        }
+        throttle.attempts.run_pending_tasks();
+        assert!(throttle.attempts.weighted_size() <= MAX_BYTES, "{}", throttle.attempts.weighted_size());
     }
 
     #[test]

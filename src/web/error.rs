@@ -196,6 +196,7 @@ impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         match e {
             LoginError::Invalid => Self::Unauthorized("wrong user name or password"),
+            e @ LoginError::NameTooLong => Self::Unprocessable(e.to_string()),
             LoginError::Throttled(wait) => {
                 Self::TooManyRequests(wait, "too many failed attempts; try again later".into())
             }
