@@ -1,10 +1,10 @@
 //! LLM output is untrusted: Markdown is rendered to HTML on the server and sanitised with
 //! ammonia before any page shows it (no scripts, handlers, images or non-web links).
-//! Code blocks get a copy button added after cleaning.
+//! Code blocks get a copy button, added on the parsed structure.
 
 use std::sync::LazyLock;
 
-use pulldown_cmark::{Options, Parser, html};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
 
 static CLEANER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     let mut builder = ammonia::Builder::default();
@@ -17,16 +17,46 @@ static CLEANER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     builder
 });
 
-const COPY_OPEN: &str = r#"<div class="code-block" x-data="copycode"><button type="button" class="code-copy" @click="copy" x-text="label">Copy</button><pre>"#;
+const COPY_OPEN: &str = r#"<div class="code-block" x-data="copycode"><button type="button" class="code-copy" @click="copy" x-text="label">Copy</button>"#;
+const COPY_CLOSE: &str = "</div>";
 
 /// Safe HTML for `markdown`: no scripts, no event handlers, no `javascript:` links.
+///
+/// Code blocks get a copy button, added on the parsed structure: each fenced or indented
+/// code block is taken out of the event stream and replaced by a placeholder no input can
+/// forge (it carries a random nonce), the rest is rendered and sanitised, and each
+/// placeholder is then replaced by its block, sanitised on its own, inside our fixed
+/// wrapper. HTML the input writes itself (a `<pre>` of its own) never gets a wrapper.
 pub fn render(markdown: &str) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let placeholder = |n: usize| format!("\u{E000}{nonce}:{n}\u{E000}");
+    let mut blocks: Vec<Vec<Event<'_>>> = Vec::new();
+    let mut current: Option<Vec<Event<'_>>> = None;
+    let mut events = Vec::new();
+    for event in Parser::new_ext(markdown, options) {
+        match (&mut current, event) {
+            (None, event @ Event::Start(Tag::CodeBlock(_))) => current = Some(vec![event]),
+            (Some(block), event @ Event::End(TagEnd::CodeBlock)) => {
+                block.push(event);
+                blocks.push(std::mem::take(block));
+                current = None;
+                events.push(Event::Text(placeholder(blocks.len() - 1).into()));
+            }
+            (Some(block), event) => block.push(event),
+            (None, event) => events.push(event),
+        }
+    }
     let mut raw = String::with_capacity(markdown.len() * 2);
-    html::push_html(&mut raw, Parser::new_ext(markdown, options));
-    let clean = CLEANER.clean(&raw).to_string();
-    // Only our own fixed markup is added, around elements ammonia already vetted.
-    clean.replace("<pre>", COPY_OPEN).replace("</pre>", "</pre></div>")
+    html::push_html(&mut raw, events.into_iter());
+    let mut clean = CLEANER.clean(&raw).to_string();
+    for (n, block) in blocks.into_iter().enumerate() {
+        let mut code = String::new();
+        html::push_html(&mut code, block.into_iter());
+        let wrapped = format!("{COPY_OPEN}{}{COPY_CLOSE}", CLEANER.clean(code.trim_end()));
+        clean = clean.replacen(&placeholder(n), &wrapped, 1);
+    }
+    clean
 }
 
 #[cfg(test)]
@@ -53,5 +83,106 @@ mod tests {
         assert!(html.starts_with(r#"<div class="code-block" x-data="copycode">"#), "{html}");
         assert!(html.contains("fn main() {}"), "{html}");
         assert!(html.trim_end().ends_with("</pre></div>"), "{html}");
+        assert_eq!(html.matches("code-block").count(), 1);
+    }
+
+    /// Found by an outside sweep: the wrapper was closed after every `</pre>` but opened
+    /// only for a bare `<pre>`, so an answer could close the page's containers.
+    #[test]
+    fn pre_written_by_the_answer_gets_no_wrapper_and_closes_nothing() {
+        for input in
+            ["<pre title=\"t\">x</pre>", "<pre>x</pre>", "</pre></div></div>", "a\n\n<pre>\n\n```\ncode\n```\n"]
+        {
+            let html = render(input);
+            assert!(balanced(&html), "{input:?} gave {html}");
+            assert!(html.matches(r#"<div class="code-block""#).count() <= 1, "{html}");
+        }
+    }
+
+    /// A property: for any input built from hostile pieces, the HTML is balanced and has
+    /// no active content. Random inputs, seeded per run and printed when one fails.
+    #[test]
+    fn any_input_renders_balanced_and_inert() {
+        use rand::{RngExt as _, SeedableRng as _};
+        const PIECES: &[&str] = &[
+            "<pre>",
+            "</pre>",
+            "<pre title=\"t\">",
+            "</div>",
+            "<div>",
+            "```",
+            "```js\n",
+            "\n",
+            "\n\n",
+            "    ",
+            "- ",
+            "> ",
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(1)>",
+            "[x](javascript:alert(1))",
+            "<a href=\"javascript:x\">",
+            "<svg onload=alert(1)>",
+            "<iframe src=//e>",
+            "<style>*{}</style>",
+            "**b**",
+            "`c`",
+            "| a | b |\n|---|---|\n",
+            "<details open ontoggle=alert(1)>",
+            "</code>",
+            "<code>",
+            "\u{E000}",
+            "<!--",
+            "-->",
+            "&lt;",
+            "<form action=//e>",
+            "<button formaction=javascript:x>",
+            "<math><mi xlink:href=javascript:x>",
+            "text ",
+            "<p>",
+            "</p>",
+            "<table>",
+        ];
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..3000 {
+            let n = rng.random_range(1..24);
+            let input: String = (0..n).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect();
+            let html = render(&input);
+            assert!(balanced(&html), "seed {seed}: {input:?} gave unbalanced {html}");
+            let lower = html.to_lowercase();
+            let active = tags(&lower).into_iter().find(|tag| {
+                let name = tag.trim_start_matches('/').split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("");
+                ["script", "iframe", "svg", "style", "form", "img", "math", "object", "embed"].contains(&name)
+                    || tag.contains("javascript:")
+                    || tag.split_whitespace().skip(1).any(|attr| attr.starts_with("on"))
+            });
+            assert!(active.is_none(), "seed {seed}: {input:?} gave active content {active:?}: {html}");
+        }
+    }
+
+    /// The insides of the tags of `html` (text between them is inert).
+    fn tags(html: &str) -> Vec<&str> {
+        html.split('<').skip(1).filter_map(|part| part.split_once('>').map(|(tag, _)| tag)).collect()
+    }
+
+    /// Every opened element is closed in order (void elements aside).
+    fn balanced(html: &str) -> bool {
+        const VOID: &[&str] = &["br", "hr", "input", "img", "wbr", "col"];
+        let mut stack = Vec::new();
+        let mut rest = html;
+        while let Some(start) = rest.find('<') {
+            let Some(end) = rest[start..].find('>') else { return false };
+            let tag = &rest[start + 1..start + end];
+            rest = &rest[start + end + 1..];
+            let name: String = tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            if tag.starts_with('/') {
+                if stack.pop() != Some(name) {
+                    return false;
+                }
+            } else if !VOID.contains(&name.as_str()) && !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+        stack.is_empty()
     }
 }
