@@ -78,7 +78,7 @@ impl Username {
 }
 
 /// Shortest password a person may choose.
-pub const MIN_PASSWORD_LEN: usize = 10;
+pub const MIN_PASSWORD_LEN: usize = 12;
 
 /// Checks a chosen password (generated ones are always longer).
 pub fn check_new_password(password: &str) -> Result<(), String> {

@@ -18,8 +18,9 @@ use crate::db::repositories::{sessions, users};
 
 const COOKIE_AAD: &[u8] = b"promptops:session-cookie";
 
+/// What a session cookie says, once opened and verified.
 #[derive(Debug, Serialize, Deserialize)]
-struct Claims {
+pub struct Claims {
     sub: String,
     name: String,
     role: String,
@@ -39,7 +40,7 @@ pub struct Authenticated {
 #[derive(Debug)]
 pub struct SessionService {
     db: SqlitePool,
-    keyring: Arc<Keyring>,
+    cookies: CookieSeal,
     /// Idle lifetime, extended by activity.
     ttl: Duration,
     /// Absolute lifetime, whatever the activity.
@@ -48,7 +49,7 @@ pub struct SessionService {
 
 impl SessionService {
     pub fn new(db: SqlitePool, keyring: Arc<Keyring>, ttl: Duration, max_lifetime: Duration) -> Self {
-        Self { db, keyring, ttl, max_lifetime }
+        Self { db, cookies: CookieSeal::new(keyring), ttl, max_lifetime }
     }
 
     pub fn max_lifetime(&self) -> Duration {
@@ -80,14 +81,14 @@ impl SessionService {
             iat: now.timestamp(),
             exp: (now + self.max_lifetime).timestamp(),
         };
-        let cookie = self.seal(&claims);
+        let cookie = self.cookies.seal(&claims);
         Ok((cookie, Authenticated { user: user.clone(), session_id, csrf_token }))
     }
 
     /// The session a cookie value stands for, if it is genuine, live and its user enabled.
     /// Moves the sliding expiry when half of it has passed.
     pub async fn authenticate(&self, cookie: &str) -> Result<Option<Authenticated>, sqlx::Error> {
-        let Some(claims) = self.open(cookie) else { return Ok(None) };
+        let Some(claims) = self.cookies.open(cookie) else { return Ok(None) };
         let now = Utc::now();
         let mut conn = self.db.acquire().await?;
         let Some(row) = sessions::live(&mut conn, &claims.jti, now).await? else { return Ok(None) };
@@ -112,14 +113,33 @@ impl SessionService {
         let cap = created_at + chrono::Duration::from_std(self.max_lifetime).unwrap_or_default();
         (now + chrono::Duration::from_std(self.ttl).unwrap_or_default()).min(cap)
     }
+}
 
-    fn seal(&self, claims: &Claims) -> String {
+/// The session cookie's value: a JWT signed with a key derived for sessions, sealed with
+/// AES-256-GCM under the ring's active key. Opening tries the key the envelope names.
+#[derive(Debug)]
+pub struct CookieSeal {
+    keyring: Arc<Keyring>,
+}
+
+impl CookieSeal {
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        Self { keyring }
+    }
+
+    pub fn seal(&self, claims: &Claims) -> String {
         let key_id = self.keyring.active_id();
         let signing = self.keyring.derived(key_id, Purpose::SessionJwt).expect("the active key is always in the ring");
         let header = Header { kid: Some(key_id.to_owned()), ..Header::new(Algorithm::HS256) };
         let jwt = jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&signing))
             .expect("HS256 signing of serialisable claims cannot fail");
-        let sealed = self.keyring.seal(Purpose::SessionCookie, COOKIE_AAD, jwt.as_bytes());
+        self.seal_token(jwt.as_bytes())
+    }
+
+    /// The envelope around any token: key id length, key id, nonce, ciphertext. Public so
+    /// the fuzz target can reach the JWT checks behind the seal.
+    pub fn seal_token(&self, jwt: &[u8]) -> String {
+        let sealed = self.keyring.seal(Purpose::SessionCookie, COOKIE_AAD, jwt);
         let mut envelope = Vec::with_capacity(1 + sealed.key_id.len() + sealed.nonce.len() + sealed.ciphertext.len());
         envelope.push(u8::try_from(sealed.key_id.len()).expect("key ids are at most 32 bytes"));
         envelope.extend_from_slice(sealed.key_id.as_bytes());
@@ -128,7 +148,8 @@ impl SessionService {
         B64URL.encode(envelope)
     }
 
-    fn open(&self, cookie: &str) -> Option<Claims> {
+    /// The claims of a genuine cookie; `None` for anything else, whatever the input.
+    pub fn open(&self, cookie: &str) -> Option<Claims> {
         let envelope = B64URL.decode(cookie).ok()?;
         let (&id_len, rest) = envelope.split_first()?;
         let id_len = usize::from(id_len);

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -106,6 +107,13 @@ impl RawConfigSet {
         Self { dir: dir.to_path_buf(), files }
     }
 
+    /// A set from contents in hand, in [`ConfigFile::ALL`]'s order (the fuzz target's way
+    /// in; `dir` only names where the set would live).
+    pub fn from_contents(dir: &Path, contents: [Vec<u8>; 4]) -> Self {
+        let files = ConfigFile::ALL.into_iter().zip(contents).map(|(file, bytes)| (file, Ok(bytes))).collect();
+        Self { dir: dir.to_path_buf(), files }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -149,13 +157,22 @@ impl RawConfigSet {
             return Err(ConfigError { issues });
         }
 
+        let env = Recording::new(env);
         for (file, value) in &mut documents {
             issues.extend(validate::inline_secrets(*file, value));
-            interpolate_strings(value, *file, "", env, &mut issues);
+            interpolate_strings(value, *file, "", &env, &mut issues);
         }
         if !issues.is_empty() {
             return Err(ConfigError { issues });
         }
+        // From here on a message may quote a value that came from the environment (a URL
+        // that does not parse, a name that is not defined): it is shown as its reference.
+        let hide = |mut error: ConfigError| {
+            for issue in &mut error.issues {
+                issue.message = env.hide_values(&issue.message);
+            }
+            error
+        };
 
         let take = |wanted: ConfigFile| {
             documents.iter().find(|(file, _)| *file == wanted).map(|(_, value)| value.clone()).unwrap_or(Value::Null)
@@ -166,10 +183,52 @@ impl RawConfigSet {
         let prompts = typed::<PromptsFile>(take(ConfigFile::Prompts), ConfigFile::Prompts, &mut issues);
         let (Some(service), Some(headers), Some(payloads), Some(prompts)) = (service, headers, payloads, prompts)
         else {
-            return Err(ConfigError { issues });
+            return Err(hide(ConfigError { issues }));
         };
 
-        validate::validate(service, headers, payloads, prompts).map_err(|issues| ConfigError { issues })
+        validate::validate(service, headers, payloads, prompts).map_err(|issues| hide(ConfigError { issues }))
+    }
+}
+
+/// An environment that remembers what it handed out, so messages can leave it out.
+#[derive(Debug)]
+struct Recording<'a> {
+    env: &'a dyn Env,
+    given: Mutex<Vec<(String, String)>>,
+}
+
+impl<'a> Recording<'a> {
+    fn new(env: &'a dyn Env) -> Self {
+        Self { env, given: Mutex::new(Vec::new()) }
+    }
+
+    /// `message` with each value handed out (of 4 characters or more: shorter ones are no
+    /// secret and would match everywhere) replaced by its `${env:NAME}` reference, as
+    /// written and as quoted with escapes (serde quotes what it cannot read), longest first
+    /// so a value inside another is not half replaced.
+    fn hide_values(&self, message: &str) -> String {
+        let mut forms: Vec<(String, String)> = Vec::new();
+        for (name, value) in self.given.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            if value.chars().count() < 4 {
+                continue;
+            }
+            let quoted = format!("{value:?}");
+            let escaped = quoted[1..quoted.len() - 1].to_owned();
+            forms.push((value.clone(), name.clone()));
+            forms.push((escaped, name.clone()));
+        }
+        forms.sort_by_key(|(form, _)| std::cmp::Reverse(form.len()));
+        forms
+            .into_iter()
+            .fold(message.to_owned(), |text, (form, name)| text.replace(&form, &format!("${{env:{name}}}")))
+    }
+}
+
+impl Env for Recording<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        let value = self.env.var(name)?;
+        self.given.lock().unwrap_or_else(PoisonError::into_inner).push((name.to_owned(), value.clone()));
+        Some(value)
     }
 }
 
@@ -202,5 +261,35 @@ fn interpolate_strings(value: &mut Value, file: ConfigFile, path: &str, env: &dy
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Found by the `config_set` fuzz target: a URL that does not parse was quoted whole in
+    /// the error, with the part that came from an environment variable.
+    #[test]
+    fn errors_show_a_reference_instead_of_a_value_from_the_environment() {
+        let config = include_str!("../../config/config.json")
+            .replace("${env:PROMPTOPS_LLM_BASE_URL:-http://127.0.0.1:11434/v1}", "${env:BASE}");
+        let set = RawConfigSet::from_contents(
+            Path::new("/config"),
+            [
+                config.into_bytes(),
+                include_bytes!("../../config/header.json").to_vec(),
+                include_bytes!("../../config/payload.json").to_vec(),
+                include_bytes!("../../config/prompts.json").to_vec(),
+            ],
+        );
+        let env: HashMap<String, String> =
+            [("BASE".to_owned(), "httt://127.0.0.1:99999/\"SECRET-in-a-url-7f3a\"".to_owned())].into();
+        let error = set.parse(&env).expect_err("the URL does not parse");
+        let shown = error.to_string();
+        assert!(!shown.contains("SECRET-in-a-url-7f3a"), "{shown}");
+        assert!(shown.contains("endpoints.local.url") && shown.contains("${env:BASE}"), "{shown}");
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptStatus, RUN_NOW_ANNOTATION};
 use super::{Context, FIELD_MANAGER, FINALIZER};
 use crate::db::repositories::jobs::PromptResourceRow;
-use crate::jobs::{JobDefinition, JobError, JobState, Schedule, Source, Trigger};
+use crate::jobs::{JobDefinition, JobError, JobState, Source, Trigger};
 
 /// The longest a job's status goes without a look (runs on other replicas).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -118,15 +118,8 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
     let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
     let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
     let spec = &prompt.spec;
-    let undeclared = match crate::config::template::placeholders(&spec.template) {
-        Err(e) => Some(e.to_string()),
-        Ok(found) => found
-            .iter()
-            .find(|p| !spec.variables.iter().any(|v| v.name == p.name))
-            .map(|p| format!("the template uses {{{{{}}}}}, which is not declared under variables", p.name)),
-    };
-    let (status, reason, message) = match undeclared {
-        Some(problem) => ("False", "InvalidTemplate", problem),
+    let (status, reason, message) = match spec.problem() {
+        Some((reason, problem)) => ("False", reason, problem),
         None => {
             let row = PromptResourceRow {
                 uid,
@@ -189,11 +182,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
     let spec = &job.spec;
 
     // Why the job cannot be scheduled, most fundamental first.
-    let mut problem: Option<(&str, String)> = match Schedule::parse(&spec.schedule, &spec.time_zone) {
-        Err(e @ crate::jobs::ScheduleError::TimeZone(_)) => Some(("InvalidTimeZone", e.to_string())),
-        Err(e) => Some(("InvalidSchedule", e.to_string())),
-        Ok(_) => None,
-    };
+    let mut problem = spec.problem();
     if problem.is_none()
         && let Some(reference) = &spec.prompt_ref
     {

@@ -194,6 +194,33 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
+impl PromptSpec {
+    /// Why this spec cannot be used, as a condition reason and message, found without
+    /// asking the API server: a template that does not parse or uses an undeclared variable.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let undeclared = match crate::config::template::placeholders(&self.template) {
+            Err(e) => Some(e.to_string()),
+            Ok(found) => found
+                .iter()
+                .find(|p| !self.variables.iter().any(|v| v.name == p.name))
+                .map(|p| format!("the template uses {{{{{}}}}}, which is not declared under variables", p.name)),
+        };
+        undeclared.map(|message| ("InvalidTemplate", message))
+    }
+}
+
+impl PromptJobSpec {
+    /// Why this spec cannot be scheduled, found without asking the API server: its
+    /// schedule or time zone. (A missing Prompt or Secret is the reconciler's to find.)
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        match crate::jobs::Schedule::parse(&self.schedule, &self.time_zone) {
+            Err(e @ crate::jobs::ScheduleError::TimeZone(_)) => Some(("InvalidTimeZone", e.to_string())),
+            Err(e) => Some(("InvalidSchedule", e.to_string())),
+            Ok(_) => None,
+        }
+    }
+}
+
 impl ConcurrencyPolicy {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,17 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use eventsource_stream::Eventsource as _;
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use rand::RngExt as _;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::payload::{self, PayloadValues};
-use super::response::{Chunk, Mapping};
+use super::response::{self, Answer, Completion, Frame, FrameError, Mapping};
 use crate::config::model::{Endpoint, Framing};
 use crate::config::{Config, ConfigSnapshot};
 
@@ -25,33 +23,6 @@ use crate::config::{Config, ConfigSnapshot};
 pub enum LlmEvent {
     /// A piece of the answer's text.
     Text(String),
-}
-
-/// One finished tool call the model asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// The arguments as the model wrote them (JSON text).
-    pub arguments: String,
-}
-
-/// Token counts as the endpoint reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-}
-
-/// A complete answer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Completion {
-    pub text: String,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish_reason: Option<String>,
-    pub usage: Usage,
-    /// Attempts it took (1 = no retry).
-    pub attempts: u32,
 }
 
 /// Why a request failed. Messages are for people: they say what happened, never a secret.
@@ -218,53 +189,23 @@ impl LlmClient {
         }
         let mapping = Mapping::new(&settings.response, request.stream);
         let mut reader = Reader::new(mapping.clone(), started + first_token, settings.timeouts.idle, first_token);
-        match mapping.framing {
-            Framing::Json => {
-                let bytes = reader.next_within(Box::pin(response.bytes())).await?;
-                let bytes = bytes.map_err(|e| fail(LlmError::Interrupted(describe(&e))))?;
-                let value: Value =
-                    serde_json::from_slice(&bytes).map_err(|e| fail(LlmError::Malformed(e.to_string())))?;
-                reader.take(&value, on_event);
-            }
-            Framing::Sse => {
-                let mut events = Box::pin(response.bytes_stream().eventsource());
-                loop {
-                    let Some(event) = reader.next_item(&mut events).await? else { break };
-                    let event = event.map_err(|e| reader.interrupted(e.to_string()))?;
-                    if mapping.is_done_marker(&event.data) {
+        if mapping.framing == Framing::Json {
+            let bytes = reader.next_within(Box::pin(response.bytes())).await?;
+            let bytes = bytes.map_err(|e| fail(LlmError::Interrupted(describe(&e))))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| fail(LlmError::Malformed(e.to_string())))?;
+            reader.take(&value, on_event)?;
+        } else {
+            let body = response.bytes_stream().map_err(|e| describe(&e));
+            let mut frames = Box::pin(response::frames(&mapping, body));
+            while let Some(frame) = reader.next_item(&mut frames).await? {
+                match frame {
+                    Ok(Frame::Chunk(value)) => reader.take(&value, on_event)?,
+                    Ok(Frame::Done) => {
                         reader.finished = true;
                         break;
                     }
-                    if event.data.trim().is_empty() {
-                        continue;
-                    }
-                    let value: Value = serde_json::from_str(&event.data)
-                        .map_err(|e| reader.failure(LlmError::Malformed(format!("{e} in {:?}", clip(&event.data)))))?;
-                    reader.take(&value, on_event);
-                }
-            }
-            Framing::Ndjson => {
-                let mut bytes = Box::pin(response.bytes_stream());
-                let mut buffer = Vec::new();
-                loop {
-                    let Some(piece) = reader.next_item(&mut bytes).await? else { break };
-                    let piece = piece.map_err(|e| reader.interrupted(describe(&e)))?;
-                    buffer.extend_from_slice(&piece);
-                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let line = String::from_utf8_lossy(&line);
-                        let line = line.trim();
-                        if line.is_empty() {
-                            continue;
-                        }
-                        if mapping.is_done_marker(line) {
-                            reader.finished = true;
-                            break;
-                        }
-                        let value: Value = serde_json::from_str(line)
-                            .map_err(|e| reader.failure(LlmError::Malformed(format!("{e} in {:?}", clip(line)))))?;
-                        reader.take(&value, on_event);
-                    }
+                    Err(FrameError::Interrupted(reason)) => return Err(reader.failure(LlmError::Interrupted(reason))),
+                    Err(FrameError::Malformed(reason)) => return Err(reader.failure(LlmError::Malformed(reason))),
                 }
             }
         }
@@ -304,9 +245,7 @@ impl LlmClient {
 /// Accumulates an answer from chunks and enforces the first-token and idle timeouts.
 struct Reader {
     mapping: Mapping,
-    completion: Completion,
-    /// Tool-call fragments by index: (id, name, arguments).
-    calls: Vec<(String, String, String)>,
+    answer: Answer,
     first_deadline: Instant,
     idle: Duration,
     first_token: Duration,
@@ -318,8 +257,7 @@ impl Reader {
     fn new(mapping: Mapping, first_deadline: Instant, idle: Duration, first_token: Duration) -> Self {
         Self {
             mapping,
-            completion: Completion::default(),
-            calls: Vec::new(),
+            answer: Answer::default(),
             first_deadline,
             idle,
             first_token,
@@ -349,70 +287,23 @@ impl Reader {
         }
     }
 
-    fn take(&mut self, value: &Value, on_event: &mut (dyn FnMut(LlmEvent) + Send)) {
-        let Chunk { text, tool_calls, finish_reason, prompt_tokens, completion_tokens } = self.mapping.read(value);
-        if let Some(text) = text.filter(|t| !t.is_empty()) {
-            self.got_output = true;
-            self.completion.text.push_str(&text);
+    fn take(&mut self, value: &Value, on_event: &mut (dyn FnMut(LlmEvent) + Send)) -> Result<(), Failed> {
+        let text =
+            self.answer.take(&self.mapping, value).map_err(|reason| self.failure(LlmError::Malformed(reason)))?;
+        self.got_output = self.answer.has_output();
+        if let Some(text) = text {
             on_event(LlmEvent::Text(text));
         }
-        for call in tool_calls {
-            self.got_output = true;
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(self.calls.len() as u64) as usize;
-            if self.calls.len() <= index {
-                self.calls.resize(index + 1, Default::default());
-            }
-            let slot = &mut self.calls[index];
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                slot.0 = id.to_owned();
-            }
-            if let Some(function) = call.get("function") {
-                // OpenAI sends the name once; llama.cpp repeats it in every chunk; others
-                // could split it. Append only what is new.
-                if let Some(name) = function.get("name").and_then(Value::as_str)
-                    && slot.1 != name
-                {
-                    slot.1.push_str(name);
-                }
-                match function.get("arguments") {
-                    Some(Value::String(arguments)) => slot.2.push_str(arguments),
-                    Some(other @ Value::Object(_)) => slot.2.push_str(&other.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(reason) = finish_reason {
-            self.completion.finish_reason = Some(reason);
-        }
-        self.completion.usage.prompt_tokens = prompt_tokens.or(self.completion.usage.prompt_tokens);
-        self.completion.usage.completion_tokens = completion_tokens.or(self.completion.usage.completion_tokens);
+        Ok(())
     }
 
-    fn finish(mut self) -> Result<Completion, Failed> {
+    fn finish(self) -> Result<Completion, Failed> {
         let ended_properly =
-            self.finished || self.completion.finish_reason.is_some() || self.mapping.framing == Framing::Json;
+            self.finished || self.answer.finish_reason().is_some() || self.mapping.framing == Framing::Json;
         if !ended_properly {
             return Err(self.failure(LlmError::Interrupted("the stream ended before the answer was complete".into())));
         }
-        self.completion.tool_calls = self.tool_calls();
-        Ok(self.completion)
-    }
-
-    fn tool_calls(&self) -> Vec<ToolCall> {
-        self.calls
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, name, _))| !name.is_empty())
-            .map(|(i, (id, name, arguments))| ToolCall {
-                id: if id.is_empty() { format!("call_{i}") } else { id.clone() },
-                name: name.clone(),
-                arguments: arguments.clone(),
-            })
-            .collect()
-    }
-
-    fn interrupted(&self, reason: String) -> Failed {
-        self.failure(LlmError::Interrupted(reason))
+        Ok(self.answer.completion())
     }
 
     /// A failure that keeps what was written so far; retryable only before any output.
@@ -420,10 +311,8 @@ impl Reader {
         if !self.got_output {
             return Failed { retry: matches!(error, LlmError::Interrupted(_)), error, retry_after: None };
         }
-        let mut partial = self.completion.clone();
-        partial.tool_calls = self.tool_calls();
         Failed {
-            error: LlmError::Partial { error: Box::new(error), partial: Box::new(partial) },
+            error: LlmError::Partial { error: Box::new(error), partial: Box::new(self.answer.completion()) },
             retry: false,
             retry_after: None,
         }
@@ -469,12 +358,8 @@ async fn error_message(response: reqwest::Response) -> String {
         .and_then(|v| v.pointer("/error/message").or_else(|| v.get("error")).or_else(|| v.get("message")).cloned())
         .and_then(|v| v.as_str().map(str::to_owned));
     from_json
-        .or_else(|| Some(clip(body.trim()).to_owned()).filter(|s| !s.is_empty()))
+        .or_else(|| Some(response::clip(body.trim()).to_owned()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned())
-}
-
-fn clip(text: &str) -> &str {
-    crate::text::prefix(text, 200).0
 }
 
 fn describe(error: &reqwest::Error) -> String {

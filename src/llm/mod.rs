@@ -6,4 +6,5 @@ pub mod client;
 pub mod payload;
 pub mod response;
 
-pub use client::{Completion, LlmClient, LlmError, LlmEvent, LlmRequest, ToolCall, Usage};
+pub use client::{LlmClient, LlmError, LlmEvent, LlmRequest};
+pub use response::{Completion, ToolCall, Usage};

@@ -33,9 +33,20 @@ impl WebContext {
         if headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site") {
             return false;
         }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-            return true;
+        // Browsers send Origin on every cross-origin write; without it, the Referer's origin
+        // stands in (OWASP's fallback); with neither, the request is not from a browser page.
+        let origin = match headers.get(header::ORIGIN) {
+            Some(origin) => origin.to_str().unwrap_or("null").to_owned(),
+            None => match headers.get(header::REFERER) {
+                Some(referer) => referer
+                    .to_str()
+                    .ok()
+                    .and_then(|r| Url::parse(r).ok())
+                    .map_or_else(|| "null".to_owned(), |url| url.origin().ascii_serialization()),
+                None => return true,
+            },
         };
+        let origin = origin.as_str();
         if origin == self.public_origin {
             return true;
         }
@@ -66,5 +77,9 @@ mod tests {
         assert!(!web.origin_allowed(&headers(&[("origin", "https://evil.example"), ("host", "po.example.com")])));
         assert!(!web.origin_allowed(&headers(&[("origin", "null")])));
         assert!(!web.origin_allowed(&headers(&[("sec-fetch-site", "cross-site")])));
+        // Without Origin, the Referer's origin is checked.
+        assert!(web.origin_allowed(&headers(&[("referer", "https://po.example.com/c/1")])));
+        assert!(!web.origin_allowed(&headers(&[("referer", "https://evil.example/po.example.com")])));
+        assert!(!web.origin_allowed(&headers(&[("referer", "not a url")])));
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::rejection::{BytesRejection, FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -127,6 +127,24 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        Self::Rejected { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::Rejected { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Rejected { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
 impl From<FormRejection> for ApiError {
     fn from(rejection: FormRejection) -> Self {
         Self::Rejected { status: rejection.status(), message: rejection.body_text() }
@@ -210,6 +228,16 @@ impl From<LoginError> for ApiError {
 #[derive(Debug, axum::extract::FromRequest)]
 #[from_request(via(Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// Path parameters whose rejections (not a number, not UTF-8) are JSON errors.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// A query string whose rejections are JSON errors with the reason.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

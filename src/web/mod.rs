@@ -9,6 +9,7 @@ pub mod error;
 pub mod observe;
 pub mod pages;
 pub mod probes;
+pub mod routes;
 pub mod security;
 pub mod session;
 
@@ -18,7 +19,6 @@ use axum::Router;
 use axum::extract::{FromRef, Request};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use sqlx::SqlitePool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -30,6 +30,7 @@ use crate::jobs::JobService;
 use crate::mcp::McpManager;
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
+use routes::{Access, Route, Routes};
 
 /// What handlers share; every field is cheap to clone.
 #[derive(Debug, Clone)]
@@ -66,46 +67,9 @@ pub enum Exposure {
 }
 
 pub fn router(state: AppState, exposure: Exposure) -> Router {
-    let mut router = Router::new().route("/healthz", get(probes::healthz)).route("/readyz", get(probes::readyz));
-    if exposure != Exposure::AllButMetrics {
-        router = router.route("/metrics", get(probes::metrics));
-    }
-    if exposure != Exposure::OpsOnly {
-        router = router
-            .route("/static/{*path}", get(assets::serve))
-            .nest("/api/v1", api::routes())
-            .route("/", get(pages::chat::home))
-            .route("/c", post(pages::chat::create))
-            .route("/c/{id}", get(pages::chat::conversation))
-            .route("/c/{id}/rename", post(pages::chat::rename))
-            .route("/c/{id}/delete", post(pages::chat::delete))
-            .route("/c/{id}/m/{message_id}", get(pages::chat::message))
-            .route("/prompts", get(pages::prompts::page))
-            .route("/jobs", get(pages::jobs::list).post(pages::jobs::create))
-            .route("/jobs/{id}", get(pages::jobs::job))
-            .route("/jobs/{id}/runs", get(pages::jobs::runs))
-            .route("/jobs/{id}/run", post(pages::jobs::run_now))
-            .route("/jobs/{id}/pause", post(pages::jobs::pause))
-            .route("/jobs/{id}/resume", post(pages::jobs::resume))
-            .route("/jobs/{id}/delete", post(pages::jobs::delete))
-            .route("/login", get(pages::auth::page).post(pages::auth::submit))
-            .route("/logout", post(pages::auth::logout))
-            .route("/settings", get(pages::settings::page))
-            .route("/settings/password", post(pages::settings::change_password))
-            .route("/settings/credentials/{service}", post(pages::settings::set_token))
-            .route("/settings/credentials/{service}/remove", post(pages::settings::remove_token))
-            .route("/settings/credentials/{service}/test", post(pages::settings::test_token))
-            .route("/admin", get(pages::admin::index))
-            .route("/admin/users", get(pages::admin::users).post(pages::admin::create_user))
-            .route("/admin/users/{id}/role", post(pages::admin::set_role))
-            .route("/admin/users/{id}/disable", post(pages::admin::disable))
-            .route("/admin/users/{id}/enable", post(pages::admin::enable))
-            .route("/admin/users/{id}/reset-password", post(pages::admin::reset_password))
-            .route("/admin/config", get(pages::admin::config))
-            .route("/admin/audit", get(pages::admin::audit));
-    }
-    router
+    routes(exposure)
         .fallback(fallback)
+        .into_router()
         .layer(from_fn_with_state(state.clone(), session::csrf_guard))
         .layer(from_fn_with_state(state.clone(), session::load_session))
         .layer(from_fn_with_state(state.clone(), security::headers))
@@ -113,6 +77,57 @@ pub fn router(state: AppState, exposure: Exposure) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Every route a listener with `exposure` serves, with its access rule.
+pub fn route_table(exposure: Exposure) -> Vec<Route> {
+    routes(exposure).table().to_vec()
+}
+
+fn routes(exposure: Exposure) -> Routes {
+    use Access::{Admin, Public, SignedIn};
+    let mut routes = Routes::default().get("/healthz", Public, probes::healthz).get("/readyz", Public, probes::readyz);
+    if exposure != Exposure::AllButMetrics {
+        routes = routes.get("/metrics", Public, probes::metrics);
+    }
+    if exposure == Exposure::OpsOnly {
+        return routes;
+    }
+    routes
+        .get("/static/{*path}", Public, assets::serve)
+        .nest("/api/v1", api::routes())
+        .get("/", SignedIn, pages::chat::home)
+        .post("/c", SignedIn, pages::chat::create)
+        .get("/c/{id}", SignedIn, pages::chat::conversation)
+        .post("/c/{id}/rename", SignedIn, pages::chat::rename)
+        .post("/c/{id}/delete", SignedIn, pages::chat::delete)
+        .get("/c/{id}/m/{message_id}", SignedIn, pages::chat::message)
+        .get("/prompts", SignedIn, pages::prompts::page)
+        .get("/jobs", SignedIn, pages::jobs::list)
+        .post("/jobs", SignedIn, pages::jobs::create)
+        .get("/jobs/{id}", SignedIn, pages::jobs::job)
+        .get("/jobs/{id}/runs", SignedIn, pages::jobs::runs)
+        .post("/jobs/{id}/run", SignedIn, pages::jobs::run_now)
+        .post("/jobs/{id}/pause", SignedIn, pages::jobs::pause)
+        .post("/jobs/{id}/resume", SignedIn, pages::jobs::resume)
+        .post("/jobs/{id}/delete", SignedIn, pages::jobs::delete)
+        .get("/login", Public, pages::auth::page)
+        .post("/login", Public, pages::auth::submit)
+        .post("/logout", SignedIn, pages::auth::logout)
+        .get("/settings", SignedIn, pages::settings::page)
+        .post("/settings/password", SignedIn, pages::settings::change_password)
+        .post("/settings/credentials/{service}", SignedIn, pages::settings::set_token)
+        .post("/settings/credentials/{service}/remove", SignedIn, pages::settings::remove_token)
+        .post("/settings/credentials/{service}/test", SignedIn, pages::settings::test_token)
+        .get("/admin", Admin, pages::admin::index)
+        .get("/admin/users", Admin, pages::admin::users)
+        .post("/admin/users", Admin, pages::admin::create_user)
+        .post("/admin/users/{id}/role", Admin, pages::admin::set_role)
+        .post("/admin/users/{id}/disable", Admin, pages::admin::disable)
+        .post("/admin/users/{id}/enable", Admin, pages::admin::enable)
+        .post("/admin/users/{id}/reset-password", Admin, pages::admin::reset_password)
+        .get("/admin/config", Admin, pages::admin::config)
+        .get("/admin/audit", Admin, pages::admin::audit)
 }
 
 /// JSON 404 under `/api/`, the 404 page elsewhere.

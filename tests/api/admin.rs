@@ -34,6 +34,14 @@ async fn admins_create_users_with_given_or_generated_passwords() {
     assert_eq!(invalid.status(), 422);
     let weak = admin.post("/api/v1/admin/users", &serde_json::json!({"username": "gina", "password": "short"})).await;
     assert_eq!(weak.status(), 422);
+    // ASVS 2.1.1: twelve characters at least; eleven are refused, with the reason.
+    let eleven =
+        admin.post("/api/v1/admin/users", &serde_json::json!({"username": "gina", "password": "elevenchars"})).await;
+    assert_eq!(eleven.status(), 422);
+    assert!(eleven.text().await.unwrap().contains("at least 12 characters"));
+    let twelve =
+        admin.post("/api/v1/admin/users", &serde_json::json!({"username": "gina", "password": "twelve-chars"})).await;
+    assert_eq!(twelve.status(), 201);
     let unknown = admin.post("/api/v1/admin/users", &serde_json::json!({"username": "hal", "rol": "admin"})).await;
     assert_eq!(unknown.status(), 422, "unknown fields are refused");
     app.stop().await.unwrap();

@@ -10,7 +10,7 @@ use crate::helpers::{example_config, write_files};
 const BIN: &str = env!("CARGO_BIN_EXE_promptops");
 
 /// A command with no `PROMPTOPS_*` variable inherited from the test's environment.
-fn promptops(cwd: &Path) -> Command {
+pub(crate) fn promptops(cwd: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(cwd);
     for (name, _) in std::env::vars_os() {
@@ -21,16 +21,16 @@ fn promptops(cwd: &Path) -> Command {
     command
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn signal(child: &Child, name: &str) {
+pub(crate) fn signal(child: &Child, name: &str) {
     let status = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
-async fn wait_ready(port: u16, child: &mut Child) {
+pub(crate) async fn wait_ready(port: u16, child: &mut Child) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -45,7 +45,7 @@ async fn wait_ready(port: u16, child: &mut Child) {
     }
 }
 
-fn wait_exit(mut child: Child) -> Output {
+pub(crate) fn wait_exit(mut child: Child) -> Output {
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "promptops did not exit in time");

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod attacks;
 mod chat;
 mod cli;
 mod config_check;

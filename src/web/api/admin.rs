@@ -1,6 +1,6 @@
 //! `/api/v1/admin/…`: config status and history, users, audit log. Admins only.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -10,7 +10,7 @@ use crate::auth::model::{Role, User, Username};
 use crate::db::repositories::audit::AuditEntry;
 use crate::db::repositories::config_reloads::ConfigReload;
 use crate::web::AppState;
-use crate::web::error::{ApiError, ApiJson};
+use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::web::pages::admin::AuditQuery;
 use crate::web::session::{AdminUser, ClientAddr};
 
@@ -85,7 +85,7 @@ pub async fn users(
 pub async fn user(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<ApiJson<UserEntry>, ApiError> {
     Ok(ApiJson(state.auth.users.get(id).await?.into()))
 }
@@ -134,7 +134,7 @@ pub async fn update_user(
     State(state): State<AppState>,
     AdminUser(session): AdminUser,
     client: ClientAddr,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(update): ApiJson<UserUpdate>,
 ) -> Result<ApiJson<UserEntry>, ApiError> {
     let actor = client.actor(&session);
@@ -169,7 +169,7 @@ pub async fn reset_password(
     State(state): State<AppState>,
     AdminUser(session): AdminUser,
     client: ClientAddr,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<ApiJson<NewPassword>, ApiError> {
     let issued = state.auth.users.reset_password(id, &client.actor(&session)).await?;
     let password = issued.generated_password.map(|p| p.expose_secret().to_owned()).unwrap_or_default();
@@ -186,7 +186,7 @@ pub struct AuditPage {
 pub async fn audit(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
     let page = query.page.unwrap_or(1).max(1);
     let (entries, has_more) = state.auth.audit.page(&query.filter(), page).await?;

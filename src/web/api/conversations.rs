@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use crate::chat::{self, Ask, Sent};
 use crate::db::repositories::conversations::{Conversation, Message};
 use crate::llm::Usage;
 use crate::web::AppState;
-use crate::web::error::{ApiError, ApiJson};
+use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::web::session::{ClientAddr, CurrentUser};
 
 #[derive(Debug, Deserialize)]
@@ -30,7 +30,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<Vec<Conversation>>, ApiError> {
     Ok(ApiJson(state.chat.list(session.user.id, query.q.as_deref()).await?))
 }
@@ -45,8 +45,9 @@ pub struct NewConversation {
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, ApiJson<Conversation>), ApiError> {
+    let body = body?;
     let body: NewConversation = if body.iter().all(u8::is_ascii_whitespace) {
         NewConversation::default()
     } else {
@@ -80,7 +81,7 @@ pub struct ConversationView {
 pub async fn get(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<ApiJson<ConversationView>, ApiError> {
     let (conversation, messages) = state.chat.get(session.user.id, id).await?;
     Ok(ApiJson(ConversationView { conversation, messages: messages.into_iter().map(MessageView::from).collect() }))
@@ -95,7 +96,7 @@ pub struct Rename {
 pub async fn rename(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<Rename>,
 ) -> Result<ApiJson<Conversation>, ApiError> {
     Ok(ApiJson(state.chat.rename(session.user.id, id, &body.title).await?))
@@ -104,7 +105,7 @@ pub async fn rename(
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.chat.delete(session.user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -119,8 +120,8 @@ pub struct ExportQuery {
 pub async fn export(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<i64>,
-    Query(query): Query<ExportQuery>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let (conversation, messages) = state.chat.get(session.user.id, id).await?;
     let (body, content_type, extension) = match query.format.as_deref().unwrap_or("markdown") {
@@ -155,7 +156,7 @@ pub struct SendBody {
 pub async fn send(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<SendBody>,
 ) -> Result<(StatusCode, ApiJson<Sent>), ApiError> {
     let send = Ask { content: body.content, prompt: body.prompt, variables: body.variables };
@@ -166,7 +167,7 @@ pub async fn send(
 pub async fn message(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path((id, message_id)): Path<(i64, i64)>,
+    ApiPath((id, message_id)): ApiPath<(i64, i64)>,
 ) -> Result<ApiJson<MessageView>, ApiError> {
     Ok(ApiJson(state.chat.message(session.user.id, id, message_id).await?.into()))
 }
@@ -177,7 +178,7 @@ pub async fn message(
 pub async fn events(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path((id, message_id)): Path<(i64, i64)>,
+    ApiPath((id, message_id)): ApiPath<(i64, i64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let message = state.chat.message(session.user.id, id, message_id).await?;
@@ -226,7 +227,7 @@ fn snapshot(message: &Message) -> Vec<Event> {
 pub async fn cancel(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path((id, message_id)): Path<(i64, i64)>,
+    ApiPath((id, message_id)): ApiPath<(i64, i64)>,
 ) -> Result<StatusCode, ApiError> {
     let stopped = state.chat.cancel(session.user.id, id, message_id).await?;
     Ok(if stopped { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
@@ -244,7 +245,7 @@ pub async fn decide(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path((id, message_id, call_id)): Path<(i64, i64, String)>,
+    ApiPath((id, message_id, call_id)): ApiPath<(i64, i64, String)>,
     ApiJson(decision): ApiJson<Decision>,
 ) -> Result<StatusCode, ApiError> {
     let tool = state.chat.decide(session.user.id, id, message_id, &call_id, decision.approve).await?;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use crate::chat::{self, PromptInfo};
 use crate::db::repositories::jobs::RunRow;
 use crate::jobs::{JobView, NewPersonalJob};
 use crate::web::AppState;
-use crate::web::error::{ApiError, ApiJson};
+use crate::web::error::{ApiError, ApiJson, ApiPath};
 use crate::web::session::{ClientAddr, CurrentUser};
 
 /// `GET /api/v1/prompts`: prompts.json (`source: "file"`), then Prompt resources
@@ -69,7 +69,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<JobView>, ApiError> {
     let job = state.jobs.get(session.user.id, &id).await?;
     Ok(ApiJson(JobView::new(&job, session.user.id)))
@@ -87,7 +87,7 @@ pub async fn update(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<Change>,
 ) -> Result<ApiJson<JobView>, ApiError> {
     let job = state.jobs.set_suspended(session.user.id, &id, change.suspended, &client.actor(&session)).await?;
@@ -98,7 +98,7 @@ pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.jobs.delete_personal(session.user.id, &id, &client.actor(&session)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -108,7 +108,7 @@ pub async fn delete(
 pub async fn runs(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Vec<RunRow>>, ApiError> {
     Ok(ApiJson(state.jobs.runs(session.user.id, &id).await?))
 }
@@ -125,7 +125,7 @@ pub struct RunView {
 pub async fn run(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path((id, run_id)): Path<(String, String)>,
+    ApiPath((id, run_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<RunView>, ApiError> {
     let run = state.jobs.run(session.user.id, &id, &run_id).await?;
     let tool_calls = serde_json::from_str(&run.tool_calls).unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
@@ -142,7 +142,7 @@ pub async fn run_now(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, ApiJson<Queued>), ApiError> {
     let is_admin = session.user.role == Role::Admin;
     let run = state.jobs.run_now_for(session.user.id, is_admin, &id, &client.actor(&session)).await?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::model::{Service, User};
 use crate::auth::vault::CredentialStatus;
 use crate::web::AppState;
-use crate::web::error::{ApiError, ApiJson};
+use crate::web::error::{ApiError, ApiJson, ApiPath};
 use crate::web::session::{ClientAddr, CurrentUser};
 
 #[derive(Debug, Serialize)]
@@ -46,7 +46,7 @@ pub async fn set_credential(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<ApiJson<CredentialStatus>, ApiError> {
     let service = service(&raw)?;
@@ -57,7 +57,7 @@ pub async fn remove_credential(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     client: ClientAddr,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let service = service(&raw)?;
     state.vault.remove(session.user.id, service, &client.actor(&session)).await?;
@@ -101,7 +101,7 @@ pub struct ConnectionCheck {
 pub async fn test_credential(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<ApiJson<ConnectionCheck>, ApiError> {
     let service = service(&raw)?;
     let (ok, message) = check_connection(&state, &session.user, service).await?;

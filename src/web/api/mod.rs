@@ -8,44 +8,48 @@ pub mod jobs;
 pub mod me;
 pub mod ws;
 
-use axum::Router;
-use axum::routing::{get, post, put};
-
-use super::AppState;
 use super::error::ApiError;
+use super::routes::{Access, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(auth::login))
-        .route("/auth/logout", post(auth::logout))
-        .route("/me", get(me::me))
-        .route("/me/password", put(me::change_password))
-        .route("/me/credentials/{service}", put(me::set_credential).delete(me::remove_credential))
-        .route("/me/credentials/{service}/test", post(me::test_credential))
-        .route("/conversations", get(conversations::list).post(conversations::create))
-        .route(
-            "/conversations/{id}",
-            get(conversations::get).patch(conversations::rename).delete(conversations::delete),
-        )
-        .route("/conversations/{id}/export", get(conversations::export))
-        .route("/conversations/{id}/messages", post(conversations::send))
-        .route("/conversations/{id}/messages/{message_id}", get(conversations::message))
-        .route("/conversations/{id}/messages/{message_id}/events", get(conversations::events))
-        .route("/conversations/{id}/messages/{message_id}/cancel", post(conversations::cancel))
-        .route("/conversations/{id}/messages/{message_id}/approvals/{call_id}", post(conversations::decide))
-        .route("/prompts", get(jobs::prompts))
-        .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/{id}", get(jobs::get).patch(jobs::update).delete(jobs::delete))
-        .route("/jobs/{id}/runs", get(jobs::runs))
-        .route("/jobs/{id}/runs/{run_id}", get(jobs::run))
-        .route("/jobs/{id}/run", post(jobs::run_now))
-        .route("/ws", get(ws::upgrade))
-        .route("/admin/config", get(admin::config))
-        .route("/admin/config/reloads", get(admin::reloads))
-        .route("/admin/users", get(admin::users).post(admin::create_user))
-        .route("/admin/users/{id}", get(admin::user).patch(admin::update_user))
-        .route("/admin/users/{id}/password", post(admin::reset_password))
-        .route("/admin/audit", get(admin::audit))
+pub fn routes() -> Routes {
+    use Access::{Admin, SignedIn};
+    Routes::default()
+        .post("/auth/login", Access::Public, auth::login)
+        .post("/auth/logout", SignedIn, auth::logout)
+        .get("/me", SignedIn, me::me)
+        .put("/me/password", SignedIn, me::change_password)
+        .put("/me/credentials/{service}", SignedIn, me::set_credential)
+        .delete("/me/credentials/{service}", SignedIn, me::remove_credential)
+        .post("/me/credentials/{service}/test", SignedIn, me::test_credential)
+        .get("/conversations", SignedIn, conversations::list)
+        .post("/conversations", SignedIn, conversations::create)
+        .get("/conversations/{id}", SignedIn, conversations::get)
+        .patch("/conversations/{id}", SignedIn, conversations::rename)
+        .delete("/conversations/{id}", SignedIn, conversations::delete)
+        .get("/conversations/{id}/export", SignedIn, conversations::export)
+        .post("/conversations/{id}/messages", SignedIn, conversations::send)
+        .get("/conversations/{id}/messages/{message_id}", SignedIn, conversations::message)
+        .get("/conversations/{id}/messages/{message_id}/events", SignedIn, conversations::events)
+        .post("/conversations/{id}/messages/{message_id}/cancel", SignedIn, conversations::cancel)
+        .post("/conversations/{id}/messages/{message_id}/approvals/{call_id}", SignedIn, conversations::decide)
+        .get("/prompts", SignedIn, jobs::prompts)
+        .get("/jobs", SignedIn, jobs::list)
+        .post("/jobs", SignedIn, jobs::create)
+        .get("/jobs/{id}", SignedIn, jobs::get)
+        .patch("/jobs/{id}", SignedIn, jobs::update)
+        .delete("/jobs/{id}", SignedIn, jobs::delete)
+        .get("/jobs/{id}/runs", SignedIn, jobs::runs)
+        .get("/jobs/{id}/runs/{run_id}", SignedIn, jobs::run)
+        .post("/jobs/{id}/run", SignedIn, jobs::run_now)
+        .get("/ws", SignedIn, ws::upgrade)
+        .get("/admin/config", Admin, admin::config)
+        .get("/admin/config/reloads", Admin, admin::reloads)
+        .get("/admin/users", Admin, admin::users)
+        .post("/admin/users", Admin, admin::create_user)
+        .get("/admin/users/{id}", Admin, admin::user)
+        .patch("/admin/users/{id}", Admin, admin::update_user)
+        .post("/admin/users/{id}/password", Admin, admin::reset_password)
+        .get("/admin/audit", Admin, admin::audit)
         .fallback(not_found)
 }
 

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::extract::State;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::auth::session::Authenticated;
 use crate::chat::Ask;
 use crate::web::AppState;
-use crate::web::error::ApiError;
+use crate::web::error::{ApiError, ApiQuery};
 use crate::web::session::CurrentUser;
 
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,7 @@ enum Request {
 pub async fn upgrade(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
-    Query(query): Query<WsQuery>,
+    ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
