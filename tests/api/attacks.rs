@@ -365,8 +365,11 @@ async fn traversal_by_raw_request_lines_never_reads_a_file() {
     for prefix in &prefixes {
         for trick in tricks {
             let target = format!("{prefix}{trick}");
-            let Ok((status, body)) =
-                tokio::time::timeout(Duration::from_secs(3), raw_get(&app.base, &target, &alice)).await
+            let Ok((status, body)) = tokio::time::timeout(
+                Duration::from_secs(3),
+                crate::security::raw_request(&app.base, &target, Some(&alice.cookie())),
+            )
+            .await
             else {
                 panic!("{target} did not answer: the server tried to read something");
             };
@@ -377,21 +380,6 @@ async fn traversal_by_raw_request_lines_never_reads_a_file() {
         }
     }
     app.stop().await.unwrap();
-}
-
-/// `GET target` sent as written, signed in as `session`; the status and the whole answer.
-async fn raw_get(base: &str, target: &str, session: &Session) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let cookie = session.cookie();
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, answer)
 }
 
 /// Markup an attacker would get an LLM (or a Jira issue it reads) to write.

@@ -174,13 +174,14 @@ async fn the_client_address_header_is_used_when_configured() {
     app.stop().await.unwrap();
 }
 
-/// Sends `line` as the raw request line (no client normalises it) and returns the status
-/// and body.
-async fn raw_request(base: &str, target: &str) -> (u16, String) {
+/// Sends `target` as the raw request line (no client normalises it), optionally with a
+/// session cookie, and returns the status and the whole answer.
+pub(crate) async fn raw_request(base: &str, target: &str, cookie: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
@@ -209,7 +210,7 @@ async fn static_paths_outside_the_manifest_are_never_read() {
     for target in targets {
         // A descriptor that is a pipe could block a read: bounded.
         let Ok((status, body)) =
-            tokio::time::timeout(std::time::Duration::from_secs(3), raw_request(&app.base, &target)).await
+            tokio::time::timeout(std::time::Duration::from_secs(3), raw_request(&app.base, &target, None)).await
         else {
             panic!("{target} did not answer: the server tried to read it");
         };
@@ -217,7 +218,7 @@ async fn static_paths_outside_the_manifest_are_never_read() {
         assert!(!body.contains("[package]") && !body.contains("root:") && !body.contains("SQLite"), "{target}: {body}");
     }
     // What the pages reference is still served, hashed and plain.
-    let (status, _) = raw_request(&app.base, "/static/js/app.js").await;
+    let (status, _) = raw_request(&app.base, "/static/js/app.js", None).await;
     assert_eq!(status, 200);
     app.stop().await.unwrap();
 }
