@@ -13,9 +13,22 @@ static CLEANER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
         .rm_tags(["img"])
         .url_schemes(["http", "https", "mailto"].into_iter().collect())
         .link_rel(Some("noopener noreferrer nofollow"))
-        .url_relative(ammonia::UrlRelative::Deny);
+        .url_relative(ammonia::UrlRelative::Deny)
+        // A code block's placeholder is only ever swapped for its block in text: raw HTML
+        // can leave an attribute open across a block, and a placeholder inside an attribute
+        // value would put the block's text (quotes included) into the tag.
+        .attribute_filter(|_, _, value| {
+            Some(if value.contains(PLACEHOLDER_MARK) {
+                value.replace(PLACEHOLDER_MARK, "\u{FFFD}").into()
+            } else {
+                value.into()
+            })
+        });
     builder
 });
+
+/// Brackets a code block's placeholder (a private-use character).
+const PLACEHOLDER_MARK: char = '\u{E000}';
 
 const COPY_OPEN: &str = r#"<div class="code-block" x-data="copycode"><button type="button" class="code-copy" @click="copy" x-text="label">Copy</button>"#;
 const COPY_CLOSE: &str = "</div>";
@@ -26,11 +39,13 @@ const COPY_CLOSE: &str = "</div>";
 /// code block is taken out of the event stream and replaced by a placeholder no input can
 /// forge (it carries a random nonce), the rest is rendered and sanitised, and each
 /// placeholder is then replaced by its block, sanitised on its own, inside our fixed
-/// wrapper. HTML the input writes itself (a `<pre>` of its own) never gets a wrapper.
+/// wrapper. HTML the input writes itself (a `<pre>` of its own) never gets a wrapper. A
+/// block whose placeholder the input's own HTML swallowed (an attribute left open across
+/// it) is shown after the rest, so no code is lost.
 pub fn render(markdown: &str) -> String {
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let placeholder = |n: usize| format!("\u{E000}{nonce}:{n}\u{E000}");
+    let placeholder = |n: usize| format!("{PLACEHOLDER_MARK}{nonce}:{n}{PLACEHOLDER_MARK}");
     let mut blocks: Vec<Vec<Event<'_>>> = Vec::new();
     let mut current: Option<Vec<Event<'_>>> = None;
     let mut events = Vec::new();
@@ -54,21 +69,31 @@ pub fn render(markdown: &str) -> String {
         let mut code = String::new();
         html::push_html(&mut code, block.into_iter());
         let wrapped = format!("{COPY_OPEN}{}{COPY_CLOSE}", CLEANER.clean(code.trim_end()));
-        clean = clean.replacen(&placeholder(n), &wrapped, 1);
+        let mark = placeholder(n);
+        if clean.contains(&mark) {
+            clean = clean.replacen(&mark, &wrapped, 1);
+        } else {
+            clean.push_str(&wrapped);
+        }
     }
     clean
 }
 
 /// The first tag of `html` that could run something or reach out (a script, frame, form,
-/// picture, style, an event handler, a `javascript:` URL), if any. What [`render`] promises
-/// never to return; checked by its property test and by the fuzz target.
+/// picture, style, an event handler, an Alpine directive other than our copy button's, a
+/// `javascript:` URL), if any. What [`render`] promises never to return; checked by its
+/// property test and by the fuzz target.
 pub fn active_content(html: &str) -> Option<String> {
     const ACTIVE: &[&str] = &["script", "iframe", "svg", "style", "form", "img", "math", "object", "embed", "base"];
-    tags(html).into_iter().filter(|tag| !tag.starts_with('/')).find_map(|tag| {
+    let ours = tags(COPY_OPEN);
+    tags(html).into_iter().filter(|tag| !tag.starts_with('/') && !ours.contains(tag)).find_map(|tag| {
         let (name, attributes) = tag_parts(tag);
         let active = ACTIVE.contains(&name.as_str())
             || attributes.iter().any(|(attribute, value)| {
-                attribute.starts_with("on") || (URL_ATTRIBUTES.contains(&attribute.as_str()) && !is_web_url(value))
+                attribute.starts_with("on")
+                    || attribute.starts_with(['@', ':'])
+                    || attribute.starts_with("x-")
+                    || (URL_ATTRIBUTES.contains(&attribute.as_str()) && !is_web_url(value))
             });
         active.then(|| tag.to_owned())
     })
@@ -199,6 +224,19 @@ mod tests {
         assert!(active_content(&render("[x](javascript:alert(1)) <a href=\"data:text/html,x\">y</a>")).is_none());
     }
 
+    /// Found by the `markdown` fuzz target: raw HTML left an attribute open across a code
+    /// block, so the block's placeholder sat in an attribute value and the block's text,
+    /// quotes and all, was put into the tag (an `onmouseover` of the answer's choosing).
+    #[test]
+    fn a_code_block_inside_an_open_attribute_stays_text_and_is_kept() {
+        let input = "<p title=\"t\n\n```js\n\" onmouseover=\"alert(1)\" x-init=\"alert(2)\n```\nre title=\"t\">x</p>";
+        let html = render(input);
+        assert!(is_balanced(&html), "{html}");
+        assert_eq!(active_content(&html), None, "{html}");
+        assert!(html.contains("x-init=\"alert(2)"), "the code is still shown, as text: {html}");
+        assert_eq!(html.matches(r#"<div class="code-block""#).count(), 1, "{html}");
+    }
+
     /// A property: for any input built from hostile pieces, the HTML is balanced and has
     /// no active content. Random inputs, seeded per run and printed when one fails.
     #[test]
@@ -241,6 +279,8 @@ mod tests {
             "<p>",
             "</p>",
             "<table>",
+            "<p title=\"t\n",
+            "\" onmouseover=\"alert(1)\" x-init=\"alert(2)",
         ];
         let seed: u64 = rand::random();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
