@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::audit::AuditLog;
 use crate::auth::AuthService;
 use crate::auth::keys::Keyring;
@@ -25,6 +26,7 @@ use crate::db;
 use crate::jobs::{JobService, queue, scheduler};
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
+use crate::prompts::PromptLibrary;
 use crate::settings::{SecuritySettings, ServeSettings};
 use crate::telemetry::metrics::Metrics;
 use crate::web::context::WebContext;
@@ -100,12 +102,15 @@ impl Application {
         let vault = Arc::new(TokenVault::new(pool.clone(), keyring, audit));
         let mcp = Arc::new(McpManager::new(vault.clone(), metrics.clone()));
         let llm = Arc::new(LlmClient::new());
-        let chat = Arc::new(ChatService::new(pool.clone(), store.clone(), llm.clone(), mcp.clone(), metrics.clone()));
+        let prompts = Arc::new(PromptLibrary::new(pool.clone(), store.clone()));
+        let agent = Arc::new(Agent::new(llm, mcp.clone(), metrics.clone()));
+        let chat =
+            Arc::new(ChatService::new(pool.clone(), store.clone(), prompts.clone(), agent.clone(), metrics.clone()));
         let jobs = Arc::new(JobService::new(
             pool.clone(),
             store.clone(),
-            llm,
-            mcp.clone(),
+            prompts.clone(),
+            agent,
             metrics.clone(),
             AuditLog::new(pool.clone()),
         ));
@@ -115,7 +120,7 @@ impl Application {
         }
         let cluster = match controller::connect(settings.controller.controller).await? {
             Some(client) => {
-                jobs.use_cluster(client.clone());
+                jobs.use_secrets(Arc::new(controller::ClusterSecrets::new(client.clone())));
                 let options = controller_options(&settings.controller, &client).await;
                 tracing::info!(
                     namespaces = if options.watch_namespaces.is_empty() {
@@ -171,6 +176,7 @@ impl Application {
                 vault,
                 chat,
                 jobs,
+                prompts,
                 controller: Arc::new(if cluster.is_some() {
                     controller::Health::enabled()
                 } else {
@@ -208,14 +214,14 @@ impl Application {
 
         let mut watcher = tokio::spawn(watcher::run(state.reloader.clone(), watch, shutdown.child_token()));
         let background = shutdown.child_token();
-        let jobs = state.jobs.clone();
+        let (jobs, prompts) = (state.jobs.clone(), state.prompts.clone());
         let worker = tokio::spawn(queue::work(queue_pool.clone(), jobs.clone(), background.clone()));
         // Without a cluster this replica always schedules; with one, only while it leads.
         let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
         let scheduler = tokio::spawn(scheduler::run(jobs.clone(), following, background.clone()));
         let health = state.controller.clone();
         let controller = cluster.map(|(client, options)| {
-            tokio::spawn(controller::run(client, options, jobs, leading, health, background.clone()))
+            tokio::spawn(controller::run(client, options, jobs, prompts, leading, health, background.clone()))
         });
         let exposure = if metrics_listener.is_some() { Exposure::AllButMetrics } else { Exposure::All };
         let mut ops = metrics_listener

@@ -1,6 +1,7 @@
 //! promptops: a self-hosted, Kubernetes-native AI assistant for Jira and Confluence.
 //! One library holds every part; `main.rs` only parses the command line and calls `cli::run`.
 
+pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -12,7 +13,9 @@ pub mod db;
 pub mod jobs;
 pub mod llm;
 pub mod mcp;
+pub mod prompts;
 pub mod settings;
 pub mod telemetry;
+pub mod template;
 pub mod text;
 pub mod web;

@@ -2,10 +2,10 @@
 //! server-side, detached from the request; its events can be followed and resumed; every
 //! message is stored with its outcome. Uses `llm` for the asking and `db` for the keeping.
 
-pub mod agent;
 pub mod generation;
 pub mod limits;
 pub mod markdown;
+mod observer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,17 +16,15 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::SqlitePool;
 
-use crate::config::model::NamedPrompt;
+use crate::agent::{self, Agent, AgentError};
 use crate::config::{ConfigSnapshot, ConfigStore};
 use crate::db::repositories::conversations::{self, Conversation, Message, NewMessage, Outcome, ToolCallRow};
-use crate::db::repositories::jobs;
-use crate::llm::LlmClient;
-use crate::mcp::McpManager;
 use crate::mcp::Principal;
+use crate::prompts::{Prompt, PromptError, PromptLibrary, PromptRef};
 use crate::telemetry::metrics::Metrics;
-use agent::{AgentRun, Approval, ToolLog};
 use generation::{ChatEvent, Generation, NotPending, RETENTION, Registry};
 use limits::SendRate;
+use observer::ChatObserver;
 
 /// Title of a conversation until its first message names it.
 pub const DEFAULT_TITLE: &str = "New conversation";
@@ -51,6 +49,8 @@ pub enum ChatError {
     #[error("no tool call with this id is waiting for approval")]
     NotPending,
     #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
@@ -58,7 +58,8 @@ pub enum ChatError {
 #[derive(Debug, Clone, Default)]
 pub struct Ask {
     pub content: String,
-    /// A named prompt of prompts.json; its rendered template comes first.
+    /// A prompt of the library (`name`, `namespace/name` or `me:name`); its rendered
+    /// template comes first.
     pub prompt: Option<String>,
     pub variables: BTreeMap<String, String>,
 }
@@ -70,30 +71,12 @@ pub struct Sent {
     pub message_id: i64,
 }
 
-/// A prompt users can pick, as the prompt library and the composer show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PromptInfo {
-    pub name: String,
-    pub title: String,
-    pub description: String,
-    pub source: &'static str,
-    pub variables: Vec<VariableInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VariableInfo {
-    pub name: String,
-    pub description: String,
-    pub required: bool,
-    pub default: Option<String>,
-}
-
 #[derive(Debug)]
 pub struct ChatService {
     db: SqlitePool,
     config: Arc<ConfigStore>,
-    llm: Arc<LlmClient>,
-    mcp: Arc<McpManager>,
+    prompts: Arc<PromptLibrary>,
+    agent: Arc<Agent>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     rate: SendRate,
@@ -106,15 +89,15 @@ impl ChatService {
     pub fn new(
         db: SqlitePool,
         config: Arc<ConfigStore>,
-        llm: Arc<LlmClient>,
-        mcp: Arc<McpManager>,
+        prompts: Arc<PromptLibrary>,
+        agent: Arc<Agent>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             db,
             config,
-            llm,
-            mcp,
+            prompts,
+            agent,
             metrics,
             registry: Arc::new(Registry::default()),
             rate: SendRate::default(),
@@ -194,23 +177,17 @@ impl ChatService {
         Ok(())
     }
 
-    /// The prompts users can pick from the live prompts.json.
-    pub fn prompts(&self) -> Vec<PromptInfo> {
-        self.config.current().map(|snapshot| prompt_infos(&snapshot)).unwrap_or_default()
-    }
-
     /// Stores the user's message and starts the answer. Returns at once; the answer is
     /// written in the background whatever happens to the request that asked for it.
     pub async fn send(&self, user_id: i64, conversation_id: i64, send: Ask) -> Result<Sent, ChatError> {
         let snapshot = self.config.current().ok_or(ChatError::NoConfig)?;
         let limits = snapshot.config.service.limits.clone();
-        let resource = match send.prompt.as_deref().and_then(|name| name.split_once('/')) {
-            Some((namespace, name)) => jobs::prompt_named(&mut *self.db.acquire().await?, namespace, name)
-                .await?
-                .map(crate::jobs::named_prompt),
+        let prompt = match send.prompt.as_deref().filter(|p| !p.trim().is_empty()) {
+            Some(name) => Some(self.prompts.find(&PromptRef::parse(name)?, Some(user_id)).await?),
             None => None,
         };
-        let (content, prompt) = compose(&snapshot, resource.as_ref(), &send)?;
+        let content = compose(prompt.as_ref(), &send)?;
+        let prompt = prompt.as_ref();
         let length = content.chars().count();
         if length > limits.max_message_chars {
             return Err(ChatError::TooLarge(format!(
@@ -252,22 +229,19 @@ impl ChatService {
         self.registry.insert(generation.clone());
         drop(admitted);
         let history = self.history(user_id, conversation_id, &snapshot).await?;
-        let prompt_tools = prompt.and_then(|p| p.tools.clone());
-        let task = Task {
-            agent: AgentRun {
-                db: self.db.clone(),
-                llm: self.llm.clone(),
-                mcp: self.mcp.clone(),
-                metrics: self.metrics.clone(),
-                snapshot,
-                endpoint,
+        let task = Answer {
+            agent: self.agent.clone(),
+            task: agent::Task {
+                endpoint: endpoint.clone(),
                 principal: Principal::User(user_id),
-                prompt_tools,
-                approval: Approval::Ask,
-                tool_log: ToolLog::Message,
-                generation,
+                tools: prompt.and_then(|p| p.tools.clone()),
+                messages: history,
+                cancel: generation.cancel.clone(),
+                snapshot,
             },
-            history,
+            db: self.db.clone(),
+            metrics: self.metrics.clone(),
+            generation,
             registry: self.registry.clone(),
         };
         tokio::spawn(task.run());
@@ -345,32 +319,39 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// One generation, run detached from the request that started it.
-struct Task {
-    agent: AgentRun,
-    history: Vec<Value>,
+/// One answer, written detached from the request that asked for it.
+struct Answer {
+    agent: Arc<Agent>,
+    task: agent::Task,
+    db: SqlitePool,
+    metrics: Arc<Metrics>,
+    generation: Arc<Generation>,
     registry: Arc<Registry>,
 }
 
-impl Task {
+impl Answer {
     async fn run(self) {
-        let Self { agent, history, registry } = self;
-        let generation = agent.generation.clone();
-        let (db, metrics, endpoint) = (agent.db.clone(), agent.metrics.clone(), agent.endpoint.clone());
+        let Self { agent, task, db, metrics, generation, registry } = self;
         let message_id = generation.message_id;
-        let text = Arc::new(Mutex::new(String::new()));
-        let flusher = tokio::spawn(flush_periodically(db.clone(), message_id, text.clone()));
-        let outcome = agent.run(text, history).await;
+        let endpoint = task.endpoint.clone();
+        let observer = ChatObserver {
+            db: db.clone(),
+            generation: generation.clone(),
+            text: Arc::new(Mutex::new(String::new())),
+            approval_timeout: task.snapshot.config.service.agent.approval_timeout,
+        };
+        let flusher = tokio::spawn(flush_periodically(db.clone(), message_id, observer.text.clone()));
+        let outcome = agent.run(task, &observer).await;
         flusher.abort();
-        let (status, error, usage) = match outcome.result {
-            Ok(()) => ("complete", None, outcome.usage),
-            Err(e) if e.is_cancelled() => ("cancelled", None, outcome.usage),
+        let usage = outcome.usage;
+        let (status, error) = match outcome.result {
+            Ok(()) => ("complete", None),
+            Err(AgentError::Cancelled) => ("cancelled", None),
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(message_id, endpoint, error = %message, "generation failed");
                 generation.push(ChatEvent::Error { message: message.clone() });
-                let usage = e.partial().map_or(outcome.usage, |p| p.usage);
-                ("failed", Some(message), usage)
+                ("failed", Some(message))
             }
         };
         metrics
@@ -418,80 +399,18 @@ async fn flush_periodically(db: SqlitePool, message_id: i64, text: Arc<Mutex<Str
     }
 }
 
-/// The text to send: a named prompt's template with its variables, then what the user typed.
-/// `resource` is the Prompt resource the user picked (named `namespace/name`), if any.
-fn compose<'a>(
-    snapshot: &'a ConfigSnapshot,
-    resource: Option<&'a NamedPrompt>,
-    send: &Ask,
-) -> Result<(String, Option<&'a NamedPrompt>), ChatError> {
+/// The text to send: the picked prompt's template with its variables, then what the user
+/// typed.
+fn compose(prompt: Option<&Prompt>, send: &Ask) -> Result<String, ChatError> {
     let typed = send.content.trim();
-    let Some(name) = send.prompt.as_deref().filter(|p| !p.is_empty()) else {
+    let Some(prompt) = prompt else {
         if typed.is_empty() {
             return Err(ChatError::Invalid("the message is empty".into()));
         }
-        return Ok((typed.to_owned(), None));
+        return Ok(typed.to_owned());
     };
-    let prompt = resource
-        .or_else(|| snapshot.config.prompts.prompts.get(name))
-        .ok_or_else(|| ChatError::Invalid(format!("there is no prompt named {name:?}")))?;
-    let rendered = render_prompt(prompt, &send.variables)?;
-    Ok((if typed.is_empty() { rendered } else { format!("{rendered}\n\n{typed}") }, Some(prompt)))
-}
-
-/// Fills a prompt's `{{variables}}`; a required variable without a value is an error.
-pub fn render_prompt(prompt: &NamedPrompt, values: &BTreeMap<String, String>) -> Result<String, ChatError> {
-    if let Some(unknown) = values.keys().find(|k| !prompt.variables.iter().any(|v| &v.name == *k)) {
-        return Err(ChatError::Invalid(format!("the prompt has no variable {unknown:?}")));
-    }
-    let mut resolved = BTreeMap::new();
-    for variable in &prompt.variables {
-        let given = values.get(&variable.name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let value = match (given, &variable.default) {
-            (Some(value), _) => value.to_owned(),
-            (None, Some(default)) => default.clone(),
-            (None, None) if variable.required => {
-                return Err(ChatError::Invalid(format!("the prompt needs a value for {}", variable.name)));
-            }
-            (None, None) => String::new(),
-        };
-        resolved.insert(variable.name.as_str(), value);
-    }
-    let placeholders =
-        crate::config::template::placeholders(&prompt.template).map_err(|e| ChatError::Invalid(e.to_string()))?;
-    let mut text = String::with_capacity(prompt.template.len());
-    let mut at = 0;
-    for placeholder in placeholders {
-        text.push_str(&prompt.template[at..placeholder.span.start]);
-        text.push_str(resolved.get(placeholder.name).map_or("", String::as_str));
-        at = placeholder.span.end;
-    }
-    text.push_str(&prompt.template[at..]);
-    Ok(text)
-}
-
-/// The named prompts of a prompts.json.
-pub fn prompt_infos(snapshot: &ConfigSnapshot) -> Vec<PromptInfo> {
-    snapshot.config.prompts.prompts.iter().map(|(name, prompt)| prompt_info(name, prompt)).collect()
-}
-
-fn prompt_info(name: &str, prompt: &NamedPrompt) -> PromptInfo {
-    PromptInfo {
-        name: name.to_owned(),
-        title: prompt.title.clone(),
-        description: prompt.description.clone(),
-        source: "file",
-        variables: prompt
-            .variables
-            .iter()
-            .map(|v| VariableInfo {
-                name: v.name.clone(),
-                description: v.description.clone(),
-                required: v.required,
-                default: v.default.clone(),
-            })
-            .collect(),
-    }
+    let rendered = crate::prompts::render(prompt, &send.variables)?;
+    Ok(if typed.is_empty() { rendered } else { format!("{rendered}\n\n{typed}") })
 }
 
 fn clean_title(title: &str) -> Result<String, ChatError> {
@@ -523,39 +442,4 @@ pub fn export_markdown(conversation: &Conversation, messages: &[Message]) -> Str
         out.push('\n');
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::model::PromptVariable;
-
-    fn prompt() -> NamedPrompt {
-        NamedPrompt {
-            title: "t".into(),
-            description: String::new(),
-            template: "Blockers of {{project}} in a {{tone}} tone.".into(),
-            variables: vec![
-                PromptVariable { name: "project".into(), description: String::new(), required: true, default: None },
-                PromptVariable {
-                    name: "tone".into(),
-                    description: String::new(),
-                    required: false,
-                    default: Some("calm".into()),
-                },
-            ],
-            endpoint: None,
-            tools: None,
-        }
-    }
-
-    #[test]
-    fn prompts_fill_values_and_defaults_and_refuse_missing_or_unknown_ones() {
-        let values = BTreeMap::from([("project".to_owned(), "PAY".to_owned())]);
-        assert_eq!(render_prompt(&prompt(), &values).unwrap(), "Blockers of PAY in a calm tone.");
-        let error = render_prompt(&prompt(), &BTreeMap::new()).unwrap_err();
-        assert_eq!(error.to_string(), "the prompt needs a value for project");
-        let unknown = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
-        assert!(render_prompt(&prompt(), &unknown).is_err());
-    }
 }

@@ -1,7 +1,6 @@
 //! Reading the config directory and turning its four files into a validated [`Config`].
 //! Pure apart from file reads: no logging, no global state, no swapping (see `store`).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -10,79 +9,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::interpolate::{Env, interpolate};
+use super::issue::{ConfigError, ConfigFile, ConfigIssue};
 use super::model::{Config, PromptsFile, ServiceConfig};
 use super::validate;
-
-/// The four files of a config directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConfigFile {
-    Config,
-    Header,
-    Payload,
-    Prompts,
-}
-
-impl ConfigFile {
-    pub const ALL: [ConfigFile; 4] = [Self::Config, Self::Header, Self::Payload, Self::Prompts];
-
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Self::Config => "config.json",
-            Self::Header => "header.json",
-            Self::Payload => "payload.json",
-            Self::Prompts => "prompts.json",
-        }
-    }
-}
-
-impl fmt::Display for ConfigFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.file_name())
-    }
-}
-
-/// One thing wrong with a config set: the file, the JSON path inside it, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub file: ConfigFile,
-    /// Dotted JSON path such as `endpoints.local.url`; empty for the whole file.
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigIssue {
-    pub fn new(file: ConfigFile, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file, path: path.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.path, self.message)
-        }
-    }
-}
-
-/// Every issue found in a rejected config set, one per line when displayed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub issues: Vec<ConfigIssue>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
-    }
-}
 
 /// The bytes of the four files as read at one moment, before any parsing.
 #[derive(Debug, Clone)]

@@ -3,16 +3,17 @@
 //! Owns the files and the live snapshot; it does not call LLMs or MCP servers itself.
 
 pub mod interpolate;
+pub mod issue;
 pub mod load;
 pub mod model;
 pub mod reload;
 pub mod store;
-pub mod template;
 pub mod validate;
 pub mod watcher;
 
 pub use interpolate::{Env, ProcessEnv};
-pub use load::{ConfigError, ConfigFile, ConfigIssue, RawConfigSet};
+pub use issue::{ConfigError, ConfigFile, ConfigIssue};
+pub use load::RawConfigSet;
 pub use model::Config;
 pub use reload::{ConfigReloader, ReloadOutcome};
 pub use store::{ConfigSnapshot, ConfigStore};

@@ -315,41 +315,7 @@ pub struct PromptsFile {
     pub system: String,
     /// Named prompts by slug.
     #[serde(default)]
-    pub prompts: BTreeMap<String, NamedPrompt>,
-}
-
-/// A reusable prompt with `{{variables}}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamedPrompt {
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    /// The text sent as the user's message, `{{name}}` replaced by variable values.
-    pub template: String,
-    #[serde(default)]
-    pub variables: Vec<PromptVariable>,
-    /// The endpoint to use instead of the default one.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Tools (names or `*` patterns) offered with this prompt instead of the servers'
-    /// default sets; `[]` offers none.
-    #[serde(default)]
-    pub tools: Option<Vec<String>>,
-}
-
-/// A variable a prompt asks for.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromptVariable {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// The user must give a value; a required variable has no default.
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub default: Option<String>,
+    pub prompts: BTreeMap<String, crate::prompts::Prompt>,
 }
 
 /// Placeholders a payload template may use, each replaced by a JSON value of its type.

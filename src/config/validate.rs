@@ -8,9 +8,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::interpolate::references_env;
-use super::load::{ConfigFile, ConfigIssue};
+use super::issue::{ConfigFile, ConfigIssue};
 use super::model::{Config, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ResponseFormat, ServiceConfig};
-use super::template;
+use crate::template;
 
 /// Header names that carry credentials; their values must come from `${env:…}`.
 const SECRET_HEADER_WORDS: &[&str] = &["authorization", "cookie", "token", "secret", "key", "password", "credential"];
@@ -85,8 +85,8 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
     }
     for (name, endpoint) in &service.endpoints {
         let path = format!("endpoints.{name}");
-        if !is_slug(name) {
-            issue(path.clone(), slug_message("an endpoint name"));
+        if !crate::text::is_slug(name) {
+            issue(path.clone(), crate::text::slug_message("an endpoint name"));
         }
         if let Err(message) = check_http_url(&endpoint.url) {
             issue(format!("{path}.url"), message);
@@ -159,8 +159,8 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
     }
     for (name, server) in &service.mcp_servers {
         let path = format!("mcp_servers.{name}");
-        if !is_slug(name) {
-            issue(path.clone(), slug_message("an MCP server name"));
+        if !crate::text::is_slug(name) {
+            issue(path.clone(), crate::text::slug_message("an MCP server name"));
         }
         if let Err(message) = check_http_url(&server.url) {
             issue(format!("{path}.url"), message);
@@ -187,8 +187,8 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
         ];
         for (field, list) in lists {
             for (i, pattern) in list.into_iter().flatten().enumerate() {
-                if !is_tool_pattern(pattern) {
-                    issue(format!("{path}.tools.{field}[{i}]"), tool_pattern_message(pattern));
+                if !crate::text::is_tool_pattern(pattern) {
+                    issue(format!("{path}.tools.{field}[{i}]"), crate::text::tool_pattern_message(pattern));
                 }
             }
         }
@@ -208,7 +208,7 @@ fn check_headers(
                 endpoint.as_str(),
                 format!(
                     "headers for unknown endpoint {endpoint:?} (config.json defines: {})",
-                    names(service.endpoints.keys())
+                    crate::text::list(service.endpoints.keys())
                 ),
             ));
             continue;
@@ -245,7 +245,7 @@ fn check_payloads(service: &ServiceConfig, payloads: &PayloadsFile, issues: &mut
                 endpoint.as_str(),
                 format!(
                     "template for unknown endpoint {endpoint:?} (config.json defines: {})",
-                    names(service.endpoints.keys())
+                    crate::text::list(service.endpoints.keys())
                 ),
             ));
             continue;
@@ -276,7 +276,7 @@ fn check_payload_value(value: &Value, path: &str, used: &mut Vec<String>, issues
                 path,
                 format!(
                     "unknown placeholder {{{{{name}}}}}; known: {}",
-                    names(PAYLOAD_PLACEHOLDERS.iter().map(|(known, _)| *known))
+                    crate::text::list(PAYLOAD_PLACEHOLDERS.iter().map(|(known, _)| *known))
                 ),
             )),
             None => issues.push(ConfigIssue::new(
@@ -301,64 +301,14 @@ fn check_payload_value(value: &Value, path: &str, used: &mut Vec<String>, issues
 
 fn check_prompts(service: &ServiceConfig, prompts: &PromptsFile, issues: &mut Vec<ConfigIssue>) {
     let file = ConfigFile::Prompts;
-    let mut issue = |path: String, message: String| issues.push(ConfigIssue::new(file, path, message));
+    let endpoints: BTreeSet<&str> = service.endpoints.keys().map(String::as_str).collect();
     for (name, prompt) in &prompts.prompts {
         let path = format!("prompts.{name}");
-        if !is_slug(name) {
-            issue(path.clone(), slug_message("a prompt name"));
+        if !crate::text::is_slug(name) {
+            issues.push(ConfigIssue::new(file, path.clone(), crate::text::slug_message("a prompt name")));
         }
-        if prompt.title.trim().is_empty() {
-            issue(format!("{path}.title"), "must not be empty".into());
-        }
-        if let Some(endpoint) = &prompt.endpoint
-            && !service.endpoints.contains_key(endpoint)
-        {
-            issue(
-                format!("{path}.endpoint"),
-                format!(
-                    "names endpoint {endpoint:?}, which config.json does not define ({})",
-                    names(service.endpoints.keys())
-                ),
-            );
-        }
-        for (i, pattern) in prompt.tools.iter().flatten().enumerate() {
-            if !is_tool_pattern(pattern) {
-                issue(format!("{path}.tools[{i}]"), tool_pattern_message(pattern));
-            }
-        }
-        let mut declared = BTreeSet::new();
-        for (i, variable) in prompt.variables.iter().enumerate() {
-            let vpath = format!("{path}.variables[{i}]");
-            if !template::is_valid_name(&variable.name) {
-                issue(
-                    format!("{vpath}.name"),
-                    format!(
-                        "{:?} is not a valid variable name (letters, digits and _, starting with a letter)",
-                        variable.name
-                    ),
-                );
-            }
-            if !declared.insert(variable.name.as_str()) {
-                issue(format!("{vpath}.name"), format!("variable {:?} is declared twice", variable.name));
-            }
-            if variable.required && variable.default.is_some() {
-                issue(format!("{vpath}.default"), "a required variable cannot have a default".into());
-            }
-        }
-        match template::placeholders(&prompt.template) {
-            Ok(found) => {
-                let used: BTreeSet<&str> = found.iter().map(|p| p.name).collect();
-                for name in used.difference(&declared) {
-                    issue(
-                        format!("{path}.template"),
-                        format!("uses {{{{{name}}}}}, which is not declared in variables"),
-                    );
-                }
-                for name in declared.difference(&used) {
-                    issue(format!("{path}.variables"), format!("declares {name:?}, which the template never uses"));
-                }
-            }
-            Err(e) => issue(format!("{path}.template"), e.to_string()),
+        for problem in crate::prompts::validate(prompt, Some(&endpoints)) {
+            issues.push(ConfigIssue::new(file, format!("{path}.{}", problem.path), problem.message));
         }
     }
 }
@@ -385,32 +335,4 @@ fn check_http_url(url: &Url) -> Result<(), String> {
         "http" | "https" => Err("the URL has no host".into()),
         other => Err(format!("scheme {other:?} is not supported; use http or https")),
     }
-}
-
-/// Lower-case letters, digits, `-` and `_`, starting with a letter or digit, at most 63 long.
-pub fn is_slug(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 63
-        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-/// A tool name, optionally with `*` wildcards: letters, digits, `_`, `-`, `.`, `*`.
-fn is_tool_pattern(pattern: &str) -> bool {
-    !pattern.is_empty()
-        && pattern.len() <= 128
-        && pattern.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'))
-}
-
-fn tool_pattern_message(pattern: &str) -> String {
-    format!("{pattern:?} is not a tool name or pattern (letters, digits, '_', '-', '.', and '*' as a wildcard)")
-}
-
-fn slug_message(what: &str) -> String {
-    format!("{what} must be lower-case letters, digits, '-' or '_' (at most 63, starting with a letter or digit)")
-}
-
-fn names<'a, T: AsRef<str> + ?Sized + 'a>(names: impl Iterator<Item = &'a T>) -> String {
-    let list: Vec<&str> = names.map(AsRef::as_ref).collect();
-    if list.is_empty() { "none".into() } else { list.join(", ") }
 }

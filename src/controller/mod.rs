@@ -22,6 +22,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobService;
+use crate::prompts::PromptLibrary;
 use resources::{Prompt, PromptJob};
 
 /// The field manager of every status write.
@@ -96,6 +97,7 @@ impl Health {
 pub(crate) struct Context {
     pub client: Client,
     pub jobs: Arc<JobService>,
+    pub prompts: Arc<PromptLibrary>,
     /// Events to publish, in order, by `publish_events`.
     pub events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
     /// Consecutive failures per object, for the error backoff.
@@ -137,6 +139,7 @@ pub async fn run(
     client: Client,
     options: Options,
     jobs: Arc<JobService>,
+    prompts: Arc<PromptLibrary>,
     leading: watch::Sender<bool>,
     health: Arc<Health>,
     shutdown: CancellationToken,
@@ -157,6 +160,7 @@ pub async fn run(
     let context = Arc::new(Context {
         client: client.clone(),
         jobs: jobs.clone(),
+        prompts,
         events,
         failures: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
@@ -316,4 +320,42 @@ fn watch_backoff() -> watcher::ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .into()
+}
+
+/// Job tokens read from Secrets through the cluster's API, for the runner.
+#[derive(Clone)]
+pub struct ClusterSecrets {
+    client: Client,
+}
+
+impl ClusterSecrets {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl std::fmt::Debug for ClusterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecrets")
+    }
+}
+
+impl crate::jobs::SecretSource for ClusterSecrets {
+    fn token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<secrecy::SecretString, String>> {
+        Box::pin(async move {
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), namespace);
+            let secret = secrets.get_opt(name).await.map_err(|e| format!("cannot read Secret {name}: {e}"))?;
+            let value = secret
+                .and_then(|s| s.data)
+                .and_then(|mut data| data.remove(key))
+                .ok_or_else(|| format!("Secret {name} has no key {key:?}"))?;
+            let token = String::from_utf8(value.0).map_err(|_| format!("key {key:?} of Secret {name} is not text"))?;
+            Ok(secrecy::SecretString::from(token.trim().to_owned()))
+        })
+    }
 }

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptStatus, RUN_NOW_ANNOTATION};
 use super::{Context, FIELD_MANAGER, FINALIZER};
-use crate::db::repositories::jobs::PromptResourceRow;
-use crate::jobs::{JobDefinition, JobError, JobState, Source, Trigger};
+use crate::jobs::{JobDefinition, JobError, JobState, RunStatus, Source, Trigger};
+use crate::prompts::{PromptError, PromptRef};
 
 /// The longest a job's status goes without a look (runs on other replicas).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -30,6 +30,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Jobs(#[from] JobError),
+    #[error(transparent)]
+    Prompts(#[from] PromptError),
     #[error("finalizer patch: {0}")]
     Finalizer(String),
     #[error("the resource has no {0}")]
@@ -104,7 +106,7 @@ pub(crate) async fn prompt(prompt: Arc<Prompt>, context: Arc<Context>) -> Result
         Stage::Apply => apply_prompt(&prompt, &context).await?,
         Stage::Cleanup => {
             let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
-            context.jobs.remove_prompt(&uid).await?;
+            context.prompts.remove_resource(&uid).await?;
             release(&api, &*prompt).await?;
             Action::await_change()
         }
@@ -118,22 +120,11 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
     let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
     let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
     let spec = &prompt.spec;
-    let (status, reason, message) = match spec.problem() {
+    let name = prompt.name_any();
+    let (status, reason, message) = match spec.problem(&name) {
         Some((reason, problem)) => ("False", reason, problem),
         None => {
-            let row = PromptResourceRow {
-                uid,
-                namespace,
-                name: prompt.name_any(),
-                title: spec.title.clone(),
-                description: spec.description.clone(),
-                template: spec.template.clone(),
-                variables: serde_json::to_string(&spec.variables).unwrap_or_else(|_| "[]".into()),
-                endpoint: spec.endpoint.clone(),
-                tools: spec.tools.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())),
-                updated_at: Utc::now(),
-            };
-            context.jobs.apply_prompt(&row).await?;
+            context.prompts.apply_resource(&uid, &namespace, &name, &spec.to_prompt(&name)).await?;
             ("True", "Loaded", "in the prompt library".to_owned())
         }
     };
@@ -222,7 +213,10 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
             owner_id: None,
             schedule: spec.schedule.clone(),
             time_zone: spec.time_zone.clone(),
-            prompt_ref: spec.prompt_ref.as_ref().map(|r| r.name.clone()),
+            prompt_ref: spec
+                .prompt_ref
+                .as_ref()
+                .map(|r| PromptRef::Resource { namespace: namespace.clone(), name: r.name.clone() }.to_string()),
             prompt: spec.prompt.clone(),
             variables: spec.variables.clone(),
             suspended: spec.suspend,
@@ -272,7 +266,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         next_run_time: state.job.next_run_at,
         last_schedule_time: state.job.last_schedule_at,
         last_run: state.last_finished.as_ref().map(last_run),
-        active: state.open.iter().filter(|r| r.status == "running").map(|r| r.id.clone()).collect(),
+        active: state.open.iter().filter(|r| r.status == RunStatus::Running).map(|r| r.id.clone()).collect(),
         last_handled_run_now: run_now.or(old.last_handled_run_now.clone()),
     };
     if status != old {
@@ -318,7 +312,7 @@ async fn report_transitions(context: &Context, job: &PromptJob, old: &PromptJobS
 }
 
 fn last_run(run: &crate::db::repositories::jobs::RunRow) -> LastRun {
-    let succeeded = run.status == "succeeded";
+    let succeeded = run.status == RunStatus::Succeeded;
     let text = if succeeded { run.output.as_str() } else { run.error.as_deref().unwrap_or("failed") };
     let first_line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('>')).unwrap_or("");
     let (short, cut) = crate::text::prefix(first_line, 200);

@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt as _, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::jobs::ConcurrencyPolicy;
+use crate::prompts::{self, Problem, Variable};
+
 /// The group both kinds belong to.
 pub const GROUP: &str = "promptops.dev";
 /// Annotation whose every new value runs a PromptJob once, now.
@@ -49,7 +52,7 @@ pub struct PromptSpec {
     /// The variables the template uses (at most 50, names unique).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
-    pub variables: Vec<PromptVariable>,
+    pub variables: Vec<Variable>,
     /// The config.json endpoint to use; the default endpoint when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -57,25 +60,6 @@ pub struct PromptSpec {
     /// selections when unset, none when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
-}
-
-/// One variable of a prompt template.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PromptVariable {
-    /// The name used as `{{name}}` in the template: letters, digits and underscores, not
-    /// starting with a digit.
-    #[schemars(length(max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
-    pub name: String,
-    /// What to fill in, shown next to the field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Whether a value must be given (a default counts).
-    #[serde(default)]
-    pub required: bool,
-    /// The value used when none is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<String>,
 }
 
 /// What promptops made of a Prompt.
@@ -182,30 +166,32 @@ fn token_key() -> String {
     "token".into()
 }
 
-/// As a CronJob's `concurrencyPolicy`.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConcurrencyPolicy {
-    /// Runs may overlap.
-    Allow,
-    /// A run due while another runs is skipped.
-    #[default]
-    Forbid,
-    /// A run due while another runs cancels it.
-    Replace,
-}
-
 impl PromptSpec {
+    /// The prompt this spec declares for the resource `name` (its title by default).
+    pub fn to_prompt(&self, name: &str) -> prompts::Prompt {
+        prompts::Prompt {
+            title: self.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
+            description: self.description.clone().unwrap_or_default(),
+            template: self.template.clone(),
+            variables: self.variables.clone(),
+            endpoint: self.endpoint.clone(),
+            tools: self.tools.clone(),
+        }
+    }
+
     /// Why this spec cannot be used, as a condition reason and message, found without
-    /// asking the API server: a template that does not parse or uses an undeclared variable.
-    pub fn problem(&self) -> Option<(&'static str, String)> {
-        let undeclared = match crate::config::template::placeholders(&self.template) {
-            Err(e) => Some(e.to_string()),
-            Ok(found) => found
-                .iter()
-                .find(|p| !self.variables.iter().any(|v| v.name == p.name))
-                .map(|p| format!("the template uses {{{{{}}}}}, which is not declared under variables", p.name)),
+    /// asking the API server: the library's own check ([`prompts::validate`]), whose first
+    /// problem is shown; `InvalidTemplate` for the template and its variables,
+    /// `InvalidPrompt` for the other fields.
+    pub fn problem(&self, name: &str) -> Option<(&'static str, String)> {
+        let problems = prompts::validate(&self.to_prompt(name), None);
+        let first: &Problem = problems.first()?;
+        let reason = if first.in_template() { "InvalidTemplate" } else { "InvalidPrompt" };
+        let more = match problems.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
         };
-        undeclared.map(|message| ("InvalidTemplate", message))
+        Some((reason, format!("{first}{more}")))
     }
 }
 
@@ -217,24 +203,6 @@ impl PromptJobSpec {
             Err(e @ crate::jobs::ScheduleError::TimeZone(_)) => Some(("InvalidTimeZone", e.to_string())),
             Err(e) => Some(("InvalidSchedule", e.to_string())),
             Ok(_) => None,
-        }
-    }
-}
-
-impl ConcurrencyPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "Allow",
-            Self::Forbid => "Forbid",
-            Self::Replace => "Replace",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "Allow" => Self::Allow,
-            "Replace" => Self::Replace,
-            _ => Self::Forbid,
         }
     }
 }

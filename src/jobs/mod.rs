@@ -5,6 +5,7 @@
 //! job's credentials and stores what happened. The controller and the web handlers are
 //! thin adapters over `JobService`.
 
+pub mod model;
 pub mod queue;
 pub mod runner;
 pub mod schedule;
@@ -15,20 +16,18 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::SqlitePool;
+use sqlx::types::Json;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::audit::{self, Actor, AuditLog, Outcome};
-use crate::chat::{PromptInfo, VariableInfo};
 use crate::config::ConfigStore;
-use crate::config::model::{NamedPrompt, PromptVariable};
-use crate::controller::resources::ConcurrencyPolicy;
-use crate::db::repositories::jobs::{self, JobRow, PromptResourceRow, RunRow};
-use crate::llm::LlmClient;
-use crate::mcp::McpManager;
+use crate::db::repositories::jobs::{self, JobRow, RunRow};
+use crate::prompts::{PromptLibrary, PromptRef};
 use crate::telemetry::metrics::Metrics;
+pub use model::{ConcurrencyPolicy, RunStatus, Source, Trigger};
 pub use schedule::{Schedule, ScheduleError};
 
 /// How many runs a job's history shows.
@@ -50,41 +49,16 @@ pub enum JobError {
     Db(#[from] sqlx::Error),
 }
 
-/// Where a job comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Kubernetes,
-    Personal,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kubernetes => "kubernetes",
-            Self::Personal => "personal",
-        }
-    }
-}
-
-/// What starts a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Schedule,
-    /// "Run now" in the UI or API.
-    Manual,
-    /// A new value of the `promptops.dev/run-now` annotation.
-    Annotation,
-}
-
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Schedule => "schedule",
-            Self::Manual => "manual",
-            Self::Annotation => "annotation",
-        }
-    }
+/// Reads the token a job's credentials name (for a PromptJob: a key of a Secret in its
+/// namespace), at run time; the token is never stored. `src/controller` implements it.
+pub trait SecretSource: Send + Sync + std::fmt::Debug {
+    /// The trimmed text under `key` of the secret `name` in `namespace`, or why not.
+    fn token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<secrecy::SecretString, String>>;
 }
 
 /// A job as its source declares it.
@@ -97,7 +71,7 @@ pub struct JobDefinition {
     pub owner_id: Option<i64>,
     pub schedule: String,
     pub time_zone: String,
-    /// A Prompt resource (Kubernetes jobs) or a prompts.json prompt (personal jobs).
+    /// A prompt of the library, as a [`PromptRef`] reads it.
     pub prompt_ref: Option<String>,
     /// Inline prompt text.
     pub prompt: Option<String>,
@@ -131,60 +105,13 @@ pub struct JobState {
     pub open: Vec<RunRow>,
 }
 
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobView {
-    pub id: String,
-    pub source: Source,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub schedule: String,
-    pub time_zone: String,
-    pub prompt_ref: Option<String>,
-    pub prompt: Option<String>,
-    pub variables: BTreeMap<String, String>,
-    pub suspended: bool,
-    pub concurrency_policy: String,
-    pub problem: Option<String>,
-    pub next_run_at: Option<DateTime<Utc>>,
-    pub last_schedule_at: Option<DateTime<Utc>>,
-    /// Whether the caller may pause, resume and delete it (their own personal job).
-    pub editable: bool,
-}
-
-impl JobView {
-    pub fn new(job: &JobRow, user_id: i64) -> Self {
-        Self {
-            id: job.id.clone(),
-            source: source_of(job),
-            namespace: job.namespace.clone(),
-            name: job.name.clone(),
-            schedule: job.schedule.clone(),
-            time_zone: job.time_zone.clone(),
-            prompt_ref: job.prompt_ref.clone(),
-            prompt: job.prompt.clone(),
-            variables: serde_json::from_str(&job.variables).unwrap_or_default(),
-            suspended: job.suspended,
-            concurrency_policy: job.concurrency_policy.clone(),
-            problem: job.problem.clone(),
-            next_run_at: job.next_run_at,
-            last_schedule_at: job.last_schedule_at,
-            editable: job.owner_id == Some(user_id),
-        }
-    }
-}
-
-fn source_of(job: &JobRow) -> Source {
-    if job.source == "kubernetes" { Source::Kubernetes } else { Source::Personal }
-}
-
 /// What a user asks for when making a personal job.
 #[derive(Debug, Clone, Default)]
 pub struct NewPersonalJob {
     pub name: String,
     pub schedule: String,
     pub time_zone: String,
-    /// A prompts.json prompt to run…
+    /// A prompt of the library to run (`name`, `namespace/name` or `me:name`)…
     pub prompt_ref: Option<String>,
     /// …or this text.
     pub prompt: Option<String>,
@@ -195,22 +122,22 @@ pub struct NewPersonalJob {
 pub struct JobService {
     db: SqlitePool,
     config: Arc<ConfigStore>,
-    llm: Arc<LlmClient>,
-    mcp: Arc<McpManager>,
+    prompts: Arc<PromptLibrary>,
+    agent: Arc<Agent>,
     metrics: Arc<Metrics>,
     /// Wakes the scheduler when a job's next firing may have moved earlier.
     wake: Notify,
     changes: broadcast::Sender<JobChanged>,
     /// Runs executing in this process, by run id, to cancel on `Replace`.
     running: Mutex<HashMap<String, CancellationToken>>,
-    /// The cluster client, when a cluster is in use (reads credential Secrets).
-    kube: OnceLock<kube::Client>,
+    /// Where Kubernetes jobs' tokens are read, when a cluster is in use.
+    secrets: OnceLock<Arc<dyn SecretSource>>,
     audit: AuditLog,
 }
 
 impl std::fmt::Debug for JobService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobService").field("cluster", &self.kube.get().is_some()).finish_non_exhaustive()
+        f.debug_struct("JobService").field("secrets", &self.secrets.get()).finish_non_exhaustive()
     }
 }
 
@@ -218,8 +145,8 @@ impl JobService {
     pub fn new(
         db: SqlitePool,
         config: Arc<ConfigStore>,
-        llm: Arc<LlmClient>,
-        mcp: Arc<McpManager>,
+        prompts: Arc<PromptLibrary>,
+        agent: Arc<Agent>,
         metrics: Arc<Metrics>,
         audit: AuditLog,
     ) -> Self {
@@ -227,19 +154,19 @@ impl JobService {
             audit,
             db,
             config,
-            llm,
-            mcp,
+            prompts,
+            agent,
             metrics,
             wake: Notify::new(),
             changes: broadcast::channel(1024).0,
             running: Mutex::new(HashMap::new()),
-            kube: OnceLock::new(),
+            secrets: OnceLock::new(),
         }
     }
 
-    /// Gives runs of Kubernetes jobs a client to read their credential Secrets with.
-    pub fn use_cluster(&self, client: kube::Client) {
-        let _ = self.kube.set(client);
+    /// Gives runs of Kubernetes jobs a place to read their tokens from.
+    pub fn use_secrets(&self, source: Arc<dyn SecretSource>) {
+        let _ = self.secrets.set(source);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobChanged> {
@@ -281,7 +208,7 @@ impl JobService {
         };
         let mut row = JobRow {
             id: definition.id,
-            source: definition.source.as_str().into(),
+            source: definition.source,
             namespace: definition.namespace,
             name: definition.name,
             owner_id: definition.owner_id,
@@ -289,15 +216,15 @@ impl JobService {
             time_zone: definition.time_zone,
             prompt_ref: definition.prompt_ref,
             prompt: definition.prompt,
-            variables: serde_json::to_string(&definition.variables).unwrap_or_else(|_| "{}".into()),
+            variables: Json(definition.variables),
             suspended: definition.suspended,
-            concurrency_policy: definition.concurrency_policy.as_str().into(),
+            concurrency_policy: definition.concurrency_policy,
             starting_deadline_seconds: definition.starting_deadline_seconds,
             retry_limit: definition.retry_limit,
             retry_backoff_seconds: definition.retry_backoff_seconds,
             secret_name: definition.secret.as_ref().map(|s| s.0.clone()),
             secret_key: definition.secret.as_ref().map(|s| s.1.clone()),
-            allowed_write_tools: serde_json::to_string(&definition.allowed_write_tools).unwrap_or_else(|_| "[]".into()),
+            allowed_write_tools: Json(definition.allowed_write_tools),
             problem,
             next_run_at: next,
             last_schedule_at: existing.as_ref().and_then(|e| e.last_schedule_at),
@@ -331,15 +258,6 @@ impl JobService {
         Ok(JobState { job, last_finished, open })
     }
 
-    /// Mirrors a Prompt resource.
-    pub async fn apply_prompt(&self, row: &PromptResourceRow) -> Result<(), JobError> {
-        Ok(jobs::upsert_prompt(&mut *self.db.acquire().await?, row).await?)
-    }
-
-    pub async fn remove_prompt(&self, uid: &str) -> Result<bool, JobError> {
-        Ok(jobs::delete_prompt(&mut *self.db.acquire().await?, uid).await?)
-    }
-
     /// Jobs a user sees: all Kubernetes jobs and their own.
     pub async fn list(&self, user_id: i64) -> Result<Vec<JobRow>, JobError> {
         Ok(jobs::visible_to(&mut *self.db.acquire().await?, user_id).await?)
@@ -348,7 +266,7 @@ impl JobService {
     /// One job the user may see.
     pub async fn get(&self, user_id: i64, id: &str) -> Result<JobRow, JobError> {
         let job = jobs::get(&mut *self.db.acquire().await?, id).await?.ok_or(JobError::NotFound)?;
-        if job.source == "personal" && job.owner_id != Some(user_id) {
+        if job.source == Source::Personal && job.owner_id != Some(user_id) {
             return Err(JobError::NotFound);
         }
         Ok(job)
@@ -359,9 +277,10 @@ impl JobService {
         Ok(jobs::runs(&mut *self.db.acquire().await?, id, HISTORY).await?)
     }
 
-    pub async fn run(&self, user_id: i64, job_id: &str, run_id: &str) -> Result<RunRow, JobError> {
+    /// One run of a job the user may see.
+    pub async fn find_run(&self, user_id: i64, job_id: &str, run_id: &str) -> Result<RunRow, JobError> {
         self.get(user_id, job_id).await?;
-        jobs::run(&mut *self.db.acquire().await?, run_id)
+        jobs::run_by_id(&mut *self.db.acquire().await?, run_id)
             .await?
             .filter(|r| r.job_id == job_id)
             .ok_or(JobError::NotFound)
@@ -389,14 +308,13 @@ impl JobService {
                 return Err(JobError::Invalid("give either a saved prompt or the text to run, not both".into()));
             }
             (Some(name), None) => {
-                let snapshot = self.config.current().ok_or_else(|| JobError::Invalid("no configuration".into()))?;
-                let named = snapshot
-                    .config
-                    .prompts
-                    .prompts
-                    .get(name)
-                    .ok_or_else(|| JobError::Invalid(format!("there is no prompt named {name:?}")))?;
-                crate::chat::render_prompt(named, &new.variables).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let invalid = |e: crate::prompts::PromptError| match e {
+                    crate::prompts::PromptError::Db(e) => JobError::Db(e),
+                    e => JobError::Invalid(e.to_string()),
+                };
+                let reference = PromptRef::parse(name).map_err(invalid)?;
+                let prompt = self.prompts.find(&reference, Some(user_id)).await.map_err(invalid)?;
+                crate::prompts::render(&prompt, &new.variables).map_err(invalid)?;
             }
             (None, Some(text)) if text.chars().count() > 20_000 => {
                 return Err(JobError::Invalid("the prompt text is longer than 20000 characters".into()));
@@ -438,7 +356,7 @@ impl JobService {
         actor: &Actor,
     ) -> Result<JobRow, JobError> {
         let job = self.get(user_id, id).await?;
-        if job.source == "kubernetes" {
+        if job.source == Source::Kubernetes {
             return Err(JobError::Managed);
         }
         let next = if suspended {
@@ -457,7 +375,7 @@ impl JobService {
     /// Deletes one of the user's personal jobs.
     pub async fn delete_personal(&self, user_id: i64, id: &str, actor: &Actor) -> Result<(), JobError> {
         let job = self.get(user_id, id).await?;
-        if job.source == "kubernetes" {
+        if job.source == Source::Kubernetes {
             return Err(JobError::Managed);
         }
         self.remove(id).await?;
@@ -468,7 +386,7 @@ impl JobService {
     /// "Run now" from the UI or API: a user's own job, or (admins) a Kubernetes one.
     pub async fn run_now_for(&self, user_id: i64, is_admin: bool, id: &str, actor: &Actor) -> Result<RunRow, JobError> {
         let job = self.get(user_id, id).await?;
-        if job.source == "kubernetes" && !is_admin {
+        if job.source == Source::Kubernetes && !is_admin {
             return Err(JobError::Forbidden);
         }
         let key = format!("manual:{}", uuid::Uuid::new_v4());
@@ -480,7 +398,7 @@ impl JobService {
     /// Queues a run at once. `key` makes it happen once: `None` when a run with this key
     /// exists already.
     pub async fn run_now(&self, job: &JobRow, trigger: Trigger, key: &str) -> Result<Option<RunRow>, JobError> {
-        let run = new_run(&job.id, format!("{}@{key}", job.id), trigger, Utc::now(), "queued");
+        let run = new_run(&job.id, format!("{}@{key}", job.id), trigger, Utc::now(), RunStatus::Queued);
         let mut tx = self.db.begin().await?;
         if !jobs::insert_run(&mut tx, &run).await? {
             return Ok(None);
@@ -489,15 +407,6 @@ impl JobService {
         tx.commit().await?;
         self.changed(job);
         Ok(Some(run))
-    }
-
-    /// The prompt library: prompts.json, then Prompt resources (named namespace/name).
-    pub async fn prompts(&self) -> Result<Vec<PromptInfo>, JobError> {
-        let mut list = self.config.current().map(|s| crate::chat::prompt_infos(&s)).unwrap_or_default();
-        for row in jobs::prompts(&mut *self.db.acquire().await?).await? {
-            list.push(resource_prompt_info(&row));
-        }
-        Ok(list)
     }
 
     fn cancel_local(&self, run_id: &str) -> bool {
@@ -511,64 +420,22 @@ impl JobService {
     }
 }
 
-fn new_run(job_id: &str, key: String, trigger: Trigger, scheduled_for: DateTime<Utc>, status: &str) -> RunRow {
+fn new_run(job_id: &str, key: String, trigger: Trigger, scheduled_for: DateTime<Utc>, status: RunStatus) -> RunRow {
     RunRow {
         id: uuid::Uuid::new_v4().to_string(),
         job_id: job_id.to_owned(),
         idempotency_key: key,
-        trigger: trigger.as_str().into(),
+        trigger,
         scheduled_for,
         attempt: 1,
-        status: status.into(),
+        status,
         started_at: None,
         finished_at: None,
         output: String::new(),
         error: None,
         prompt_tokens: None,
         completion_tokens: None,
-        tool_calls: "[]".into(),
+        tool_calls: Json(Vec::new()),
         created_at: Utc::now(),
-    }
-}
-
-/// A Prompt resource as a named prompt, for chat and runs alike.
-pub fn named_prompt(row: PromptResourceRow) -> NamedPrompt {
-    let variables: Vec<crate::controller::resources::PromptVariable> =
-        serde_json::from_str(&row.variables).unwrap_or_default();
-    NamedPrompt {
-        title: row.title.unwrap_or(row.name),
-        description: row.description.unwrap_or_default(),
-        template: row.template,
-        variables: variables
-            .into_iter()
-            .map(|v| PromptVariable {
-                name: v.name,
-                description: v.description.unwrap_or_default(),
-                required: v.required,
-                default: v.default,
-            })
-            .collect(),
-        endpoint: row.endpoint,
-        tools: row.tools.and_then(|t| serde_json::from_str(&t).ok()),
-    }
-}
-
-fn resource_prompt_info(row: &PromptResourceRow) -> PromptInfo {
-    let variables: Vec<crate::controller::resources::PromptVariable> =
-        serde_json::from_str(&row.variables).unwrap_or_default();
-    PromptInfo {
-        name: format!("{}/{}", row.namespace, row.name),
-        title: row.title.clone().unwrap_or_else(|| row.name.clone()),
-        description: row.description.clone().unwrap_or_default(),
-        source: "kubernetes",
-        variables: variables
-            .into_iter()
-            .map(|v| VariableInfo {
-                name: v.name,
-                description: v.description.unwrap_or_default(),
-                required: v.required,
-                default: v.default,
-            })
-            .collect(),
     }
 }

@@ -3,21 +3,19 @@
 //! with exponential backoff while the job's retry limit allows.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use secrecy::SecretString;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, JobService, queue};
-use crate::chat::agent::{AgentRun, Approval, ToolLog};
-use crate::chat::generation::Generation;
-use crate::config::model::{NamedPrompt, PromptVariable};
+use super::{JobError, JobService, RunStatus, queue};
+use crate::agent::{self, AgentError, Observer, ToolCallRecord};
 use crate::db::repositories::jobs::{self, JobRow, RunOutcome, RunRow};
 use crate::llm::Usage;
 use crate::mcp::Principal;
+use crate::prompts::{self, Prompt, PromptRef};
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
@@ -27,7 +25,7 @@ struct Failure {
     message: String,
     output: String,
     usage: Usage,
-    tool_calls: String,
+    tool_calls: Vec<ToolCallRecord>,
     cancelled: bool,
 }
 
@@ -37,7 +35,7 @@ impl Failure {
             message: message.into(),
             output: String::new(),
             usage: Usage::default(),
-            tool_calls: "[]".into(),
+            tool_calls: Vec::new(),
             cancelled: false,
         }
     }
@@ -46,7 +44,7 @@ impl Failure {
 struct Success {
     output: String,
     usage: Usage,
-    tool_calls: String,
+    tool_calls: Vec<ToolCallRecord>,
 }
 
 impl JobService {
@@ -56,10 +54,10 @@ impl JobService {
     pub async fn execute(&self, run_id: &str, attempt: i64) -> Result<(), JobError> {
         let mut conn = self.db.acquire().await?;
         if !jobs::claim(&mut conn, run_id, attempt).await? {
-            let Some(run) = jobs::run(&mut conn, run_id).await? else { return Ok(()) };
+            let Some(run) = jobs::run_by_id(&mut conn, run_id).await? else { return Ok(()) };
             drop(conn);
             let running_here = self.running.lock().unwrap_or_else(PoisonError::into_inner).contains_key(run_id);
-            if run.status == "running" && run.attempt == attempt && !running_here {
+            if run.status == RunStatus::Running && run.attempt == attempt && !running_here {
                 let job = self.job_of(&run).await?;
                 tracing::warn!(run = run_id, attempt, "a run's process stopped before it finished");
                 let failure = Failure::before_start("the process running it stopped before it finished");
@@ -67,7 +65,7 @@ impl JobService {
             }
             return Ok(());
         }
-        let run = jobs::run(&mut conn, run_id).await?.ok_or(JobError::NotFound)?;
+        let run = jobs::run_by_id(&mut conn, run_id).await?.ok_or(JobError::NotFound)?;
         drop(conn);
         let job = self.job_of(&run).await?;
         self.changed(&job);
@@ -79,7 +77,7 @@ impl JobService {
         match result {
             Ok(success) => {
                 let outcome = RunOutcome {
-                    status: "succeeded",
+                    status: RunStatus::Succeeded,
                     output: &success.output,
                     error: None,
                     prompt_tokens: tokens(success.usage.prompt_tokens),
@@ -87,7 +85,7 @@ impl JobService {
                     tool_calls: &success.tool_calls,
                 };
                 jobs::finish(&mut *self.db.acquire().await?, &run.id, &outcome).await?;
-                self.count("succeeded");
+                self.count(RunStatus::Succeeded);
                 tracing::info!(job = job.name, run = run_id, "run succeeded");
             }
             Err(failure) => self.fail_or_retry(&job, &run, failure).await?,
@@ -102,7 +100,7 @@ impl JobService {
 
     /// Queues the next attempt when the job allows one, or marks the run failed.
     async fn fail_or_retry(&self, job: &JobRow, run: &RunRow, failure: Failure) -> Result<(), JobError> {
-        let status = if failure.cancelled { "cancelled" } else { "failed" };
+        let status = if failure.cancelled { RunStatus::Cancelled } else { RunStatus::Failed };
         if !failure.cancelled && run.attempt <= job.retry_limit {
             let next = run.attempt + 1;
             let factor = 2u32.saturating_pow(u32::try_from(run.attempt - 1).unwrap_or(u32::MAX));
@@ -126,51 +124,33 @@ impl JobService {
         };
         jobs::finish(&mut *self.db.acquire().await?, &run.id, &outcome).await?;
         self.count(status);
-        tracing::warn!(job = job.name, run = run.id, error = failure.message, "run {status}");
+        tracing::warn!(job = job.name, run = run.id, error = failure.message, "run {}", status.as_str());
         Ok(())
     }
 
-    pub(super) fn count(&self, outcome: &str) {
+    pub(super) fn count(&self, outcome: RunStatus) {
         self.metrics
             .job_runs
-            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: outcome.to_owned() })
+            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: outcome.as_str().to_owned() })
             .inc();
     }
 
     async fn attempt(&self, job: &JobRow, cancel: CancellationToken) -> Result<Success, Failure> {
         let snapshot =
             self.config.current().ok_or_else(|| Failure::before_start("no valid configuration is loaded"))?;
-        let prompt = self.prompt_of(job, &snapshot).await.map_err(Failure::before_start)?;
-        let text =
-            crate::chat::render_prompt(&prompt, &variables(job)).map_err(|e| Failure::before_start(e.to_string()))?;
+        let prompt = self.prompt_of(job).await.map_err(Failure::before_start)?;
+        let text = prompts::render(&prompt, &variables(job)).map_err(|e| Failure::before_start(e.to_string()))?;
         let principal = self.principal_of(job).await.map_err(Failure::before_start)?;
         let endpoint = prompt.endpoint.clone().unwrap_or_else(|| snapshot.config.service.default_endpoint.clone());
-        let allowed: Vec<String> = serde_json::from_str(&job.allowed_write_tools).unwrap_or_default();
-        // The run's own token stops the agent (Replace, job deleted).
-        let mut generation = Generation::new(0, 0, job.owner_id.unwrap_or(0));
-        generation.cancel = cancel;
-        let generation = Arc::new(generation);
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let agent = AgentRun {
-            db: self.db.clone(),
-            llm: self.llm.clone(),
-            mcp: self.mcp.clone(),
-            metrics: self.metrics.clone(),
-            snapshot: snapshot.clone(),
-            endpoint,
-            principal,
-            prompt_tools: prompt.tools.clone(),
-            approval: Approval::Allow(allowed),
-            tool_log: ToolLog::Memory(calls.clone()),
-            generation,
-        };
+        let observer = Unattended { allowed: job.allowed_write_tools.0.clone(), calls: Mutex::new(Vec::new()) };
         let messages = vec![
             json!({"role": "system", "content": snapshot.config.prompts.system}),
             json!({"role": "user", "content": text}),
         ];
-        let outcome = agent.run(Arc::new(Mutex::new(String::new())), messages).await;
-        let tool_calls = serde_json::to_string(&*calls.lock().unwrap_or_else(PoisonError::into_inner))
-            .unwrap_or_else(|_| "[]".into());
+        // The run's own token stops the agent (Replace, job deleted).
+        let task = agent::Task { snapshot, endpoint, principal, tools: prompt.tools.clone(), messages, cancel };
+        let outcome = self.agent.run(task, &observer).await;
+        let tool_calls = std::mem::take(&mut *observer.calls.lock().unwrap_or_else(PoisonError::into_inner));
         let mut output = outcome.text;
         if !outcome.notices.is_empty() {
             let notes: Vec<String> = outcome.notices.iter().map(|n| format!("> {n}")).collect();
@@ -179,50 +159,24 @@ impl JobService {
         match outcome.result {
             Ok(()) => Ok(Success { output, usage: outcome.usage, tool_calls }),
             Err(e) => Err(Failure {
-                message: if e.is_cancelled() { "cancelled".into() } else { e.to_string() },
-                cancelled: e.is_cancelled(),
+                message: e.to_string(),
+                cancelled: matches!(e, AgentError::Cancelled),
                 output,
-                usage: e.partial().map_or(outcome.usage, |p| p.usage),
+                usage: outcome.usage,
                 tool_calls,
             }),
         }
     }
 
-    /// The prompt a job runs, as a named prompt whatever its source.
-    async fn prompt_of(&self, job: &JobRow, snapshot: &crate::config::ConfigSnapshot) -> Result<NamedPrompt, String> {
+    /// The prompt a job runs: its own text, or a prompt of the library as its owner (if
+    /// any) sees it.
+    async fn prompt_of(&self, job: &JobRow) -> Result<Prompt, String> {
         if let Some(text) = &job.prompt {
-            // Inline text: its variables are exactly the values the job gives.
-            let variables = variables(job)
-                .into_keys()
-                .map(|name| PromptVariable { name, description: String::new(), required: false, default: None })
-                .collect();
-            return Ok(NamedPrompt {
-                title: job.name.clone(),
-                description: String::new(),
-                template: text.clone(),
-                variables,
-                endpoint: None,
-                tools: None,
-            });
+            return Ok(prompts::inline(&job.name, text, &variables(job)));
         }
         let name = job.prompt_ref.as_deref().ok_or("the job names no prompt")?;
-        match &job.namespace {
-            None => snapshot
-                .config
-                .prompts
-                .prompts
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("there is no prompt named {name:?} in prompts.json")),
-            Some(namespace) => {
-                let mut conn = self.db.acquire().await.map_err(|e| e.to_string())?;
-                let row = jobs::prompt_named(&mut conn, namespace, name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("Prompt {namespace}/{name} not found"))?;
-                Ok(super::named_prompt(row))
-            }
-        }
+        let reference = PromptRef::parse(name).map_err(|e| e.to_string())?;
+        self.prompts.find(&reference, job.owner_id).await.map_err(|e| e.to_string())
     }
 
     /// Whose tokens the run uses: a personal job's owner, or the Secret of a PromptJob.
@@ -233,20 +187,54 @@ impl JobService {
         let (Some(namespace), Some(name), Some(key)) = (&job.namespace, &job.secret_name, &job.secret_key) else {
             return Ok(Principal::Token { scope: job.id.clone(), token: None });
         };
-        let client = self.kube.get().ok_or("no cluster connection to read the credentials Secret with")?;
-        let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-        let secret = secrets.get_opt(name).await.map_err(|e| format!("cannot read Secret {name}: {e}"))?;
-        let value = secret
-            .and_then(|s| s.data)
-            .and_then(|mut data| data.remove(key))
-            .ok_or_else(|| format!("Secret {name} has no key {key:?}"))?;
-        let token = String::from_utf8(value.0).map_err(|_| format!("key {key:?} of Secret {name} is not text"))?;
-        Ok(Principal::Token { scope: job.id.clone(), token: Some(SecretString::from(token.trim().to_owned())) })
+        let secrets = self.secrets.get().ok_or("no cluster connection to read the credentials Secret with")?;
+        let token = secrets.token(namespace, name, key).await?;
+        Ok(Principal::Token { scope: job.id.clone(), token: Some(token) })
+    }
+}
+
+/// What a run does with its agent's events: nobody watches; writes are checked against the
+/// job's allow-list; tool calls are kept to be stored with the run.
+struct Unattended {
+    allowed: Vec<String>,
+    calls: Mutex<Vec<ToolCallRecord>>,
+}
+
+impl Observer for Unattended {
+    fn text(&self, _piece: &str) {}
+
+    fn notice(&self, _message: &str) {}
+
+    fn tool_call(&self, _call: &ToolCallRecord, _arguments: &serde_json::Value) {}
+
+    fn tool_result(&self, _call: &ToolCallRecord, _output: &crate::mcp::ToolOutput) {}
+
+    fn approve<'a>(
+        &'a self,
+        call: &'a ToolCallRecord,
+        _arguments: &'a serde_json::Map<String, serde_json::Value>,
+        _cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let allowed = self.allowed.iter().any(|p| wildmatch::WildMatch::new(p).matches(&call.name));
+        Box::pin(std::future::ready(if allowed {
+            Ok(())
+        } else {
+            Err("This unattended run may not use this tool (it is not in the job's allowedWriteTools); it was not carried out.".into())
+        }))
+    }
+
+    fn record<'a>(&'a self, call: &'a ToolCallRecord, new: bool) -> BoxFuture<'a, ()> {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        match calls.iter_mut().find(|c| c.call_id == call.call_id) {
+            Some(kept) if !new => *kept = call.clone(),
+            _ => calls.push(call.clone()),
+        }
+        Box::pin(std::future::ready(()))
     }
 }
 
 fn variables(job: &JobRow) -> BTreeMap<String, String> {
-    serde_json::from_str(&job.variables).unwrap_or_default()
+    job.variables.0.clone()
 }
 
 fn tokens(count: Option<u64>) -> Option<i64> {

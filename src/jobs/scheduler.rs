@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, JobService, Schedule, Trigger, new_run, queue};
+use super::{ConcurrencyPolicy, JobError, JobService, RunStatus, Schedule, Trigger, new_run, queue};
 use crate::db::repositories::jobs::{self, JobRow, RunOutcome};
 
 /// The longest the scheduler sleeps without looking (jobs changed by another replica).
@@ -93,34 +93,34 @@ impl JobService {
         let mut replaced = Vec::new();
         let skip = if too_late {
             Some(format!("missed: it could not start within startingDeadlineSeconds ({} s late)", late.num_seconds()))
-        } else if !open.is_empty() && job.concurrency_policy == "Forbid" {
+        } else if !open.is_empty() && job.concurrency_policy == ConcurrencyPolicy::Forbid {
             Some("skipped: the previous run was still running (concurrencyPolicy Forbid)".to_owned())
         } else {
             None
         };
         if let Some(reason) = skip {
-            let run = new_run(&job.id, key, Trigger::Schedule, scheduled, "queued");
+            let run = new_run(&job.id, key, Trigger::Schedule, scheduled, RunStatus::Queued);
             if jobs::insert_run(&mut tx, &run).await? {
                 let outcome = RunOutcome {
-                    status: "skipped",
+                    status: RunStatus::Skipped,
                     output: "",
                     error: Some(&reason),
                     prompt_tokens: None,
                     completion_tokens: None,
-                    tool_calls: "[]",
+                    tool_calls: &[],
                 };
                 jobs::finish(&mut tx, &run.id, &outcome).await?;
             }
             tx.commit().await?;
-            self.count("skipped");
+            self.count(RunStatus::Skipped);
             tracing::info!(job = job.name, %scheduled, reason, "firing skipped");
             self.changed(job);
             return Ok(());
         }
-        if job.concurrency_policy == "Replace" {
+        if job.concurrency_policy == ConcurrencyPolicy::Replace {
             for run in open {
                 let outcome = RunOutcome {
-                    status: "cancelled",
+                    status: RunStatus::Cancelled,
                     output: &run.output,
                     error: Some("replaced by a newer run (concurrencyPolicy Replace)"),
                     prompt_tokens: run.prompt_tokens,
@@ -131,7 +131,7 @@ impl JobService {
                 replaced.push(run.id);
             }
         }
-        let run = new_run(&job.id, key, Trigger::Schedule, scheduled, "queued");
+        let run = new_run(&job.id, key, Trigger::Schedule, scheduled, RunStatus::Queued);
         if jobs::insert_run(&mut tx, &run).await? {
             queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(|e| JobError::Queue(e.to_string()))?;
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::template::whole_placeholder;
+use crate::template::whole_placeholder;
 
 /// Values for the placeholders of one request.
 #[derive(Debug, Clone, Default)]

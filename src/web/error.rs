@@ -15,6 +15,7 @@ use crate::auth::users::UserError;
 use crate::auth::vault::VaultError;
 use crate::chat::ChatError;
 use crate::jobs::JobError;
+use crate::prompts::PromptError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -161,7 +162,20 @@ impl From<ChatError> for ApiError {
             ChatError::TooManyGenerations(_) => Self::TooManyRequests(Duration::from_secs(1), e.to_string()),
             ChatError::NoConfig => Self::Unavailable(e.to_string()),
             ChatError::NotPending => Self::Conflict(e.to_string()),
-            ChatError::Db(_) => Self::Internal(e.into()),
+            ChatError::Prompt(PromptError::Db(_)) | ChatError::Db(_) => Self::Internal(e.into()),
+            // A prompt named in a message is part of the message.
+            ChatError::Prompt(_) => Self::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+impl From<PromptError> for ApiError {
+    fn from(e: PromptError) -> Self {
+        match e {
+            PromptError::NotFound(_) => Self::NotFound("no such prompt of yours"),
+            PromptError::Invalid(_) | PromptError::Problems(_) => Self::Unprocessable(e.to_string()),
+            PromptError::Exists(_) => Self::Conflict(e.to_string()),
+            PromptError::Db(_) => Self::Internal(e.into()),
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct AppState {
     pub vault: Arc<TokenVault>,
     pub chat: Arc<ChatService>,
     pub jobs: Arc<JobService>,
+    pub prompts: Arc<crate::prompts::PromptLibrary>,
     /// Whether the Kubernetes controller runs here and has synced its caches.
     pub controller: Arc<crate::controller::Health>,
     pub mcp: Arc<McpManager>,
@@ -103,6 +104,10 @@ fn routes(exposure: Exposure) -> Routes {
         .post("/c/{id}/delete", SignedIn, pages::chat::delete)
         .get("/c/{id}/m/{message_id}", SignedIn, pages::chat::message)
         .get("/prompts", SignedIn, pages::prompts::page)
+        .post("/prompts", SignedIn, pages::prompts::create)
+        .get("/prompts/{name}/edit", SignedIn, pages::prompts::edit)
+        .post("/prompts/{name}", SignedIn, pages::prompts::update)
+        .post("/prompts/{name}/delete", SignedIn, pages::prompts::delete)
         .get("/jobs", SignedIn, pages::jobs::list)
         .post("/jobs", SignedIn, pages::jobs::create)
         .get("/jobs/{id}", SignedIn, pages::jobs::job)

@@ -36,6 +36,8 @@ impl Fixtures {
         let ran = alice.post(&format!("/api/v1/jobs/{job}/run"), &json!({})).await;
         assert_eq!(ran.status(), 202, "{}", ran.text().await.unwrap());
         let run = alice.json(&format!("/api/v1/jobs/{job}/runs")).await[0]["id"].as_str().unwrap().to_owned();
+        let prompt = json!({"name": "mine", "title": "Mine", "template": "Say hi"});
+        assert_eq!(alice.post("/api/v1/prompts", &prompt).await.status(), 201);
         app.user("carol").await;
         app.user("bob").await;
         let users = app.admin().await.json("/api/v1/admin/users").await;
@@ -63,6 +65,10 @@ impl Fixtures {
                     self.job.clone()
                 }
                 ("runs", "{run_id}") => self.run.clone(),
+                ("prompts", "{name}") => {
+                    owned = true;
+                    "mine".to_owned()
+                }
                 ("users", "{id}") => self.carol.to_string(),
                 ("credentials", "{service}") => "jira".to_owned(),
                 ("approvals", "{call_id}") => "call_0".to_owned(),
@@ -189,6 +195,7 @@ async fn every_route_admits_only_whom_its_access_rule_names() {
     // Alice's things are still hers and intact after everyone else's attempts.
     assert_eq!(alice.get(&format!("/api/v1/conversations/{}", fixtures.conversation)).await.status(), 200);
     assert_eq!(alice.get(&format!("/api/v1/jobs/{}", fixtures.job)).await.status(), 200);
+    assert_eq!(alice.json("/api/v1/prompts/mine").await["template"], "Say hi");
     app.stop().await.unwrap();
 }
 

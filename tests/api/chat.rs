@@ -398,19 +398,14 @@ async fn named_prompts_fill_their_variables() {
 async fn prompt_resources_from_kubernetes_are_usable_in_chat() {
     let (app, mock) = spawn_chat_app().await;
     // As the controller mirrors a Prompt resource.
-    let row = promptops::db::repositories::jobs::PromptResourceRow {
-        uid: "0d6f5a1e".into(),
-        namespace: "team-a".into(),
-        name: "standup".into(),
-        title: Some("Stand-up notes".into()),
-        description: None,
-        template: "Summarise yesterday in {{project}}.".into(),
-        variables: json!([{"name": "project", "required": true}]).to_string(),
-        endpoint: None,
-        tools: Some("[]".into()),
-        updated_at: chrono::Utc::now(),
-    };
-    app.state.jobs.apply_prompt(&row).await.unwrap();
+    let standup: promptops::prompts::Prompt = serde_json::from_value(json!({
+        "title": "Stand-up notes",
+        "template": "Summarise yesterday in {{project}}.",
+        "variables": [{"name": "project", "required": true}],
+        "tools": [],
+    }))
+    .unwrap();
+    app.state.prompts.apply_resource("0d6f5a1e", "team-a", "standup", &standup).await.unwrap();
     let max = app.user("max").await;
     let prompts = max.json("/api/v1/prompts").await;
     let listed = prompts.as_array().unwrap().iter().find(|p| p["name"] == "team-a/standup").expect("listed");

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use chrono::Timelike as _;
 
-use promptops::controller::resources::ConcurrencyPolicy;
-use promptops::db::repositories::jobs::PromptResourceRow;
+use promptops::jobs::ConcurrencyPolicy;
 use promptops::jobs::{JobDefinition, Source};
+use promptops::prompts::Prompt;
 use serde_json::{Value, json};
 
 use crate::helpers::{Session, TestApp, spawn_app, spawn_chat_app};
 
 /// Creates a personal job with inline text; returns its id.
-async fn personal_job(session: &Session, name: &str, prompt: &str) -> String {
+pub(crate) async fn personal_job(session: &Session, name: &str, prompt: &str) -> String {
     let response =
         session.post("/api/v1/jobs", &json!({"name": name, "schedule": "0 9 * * MON-FRI", "prompt": prompt})).await;
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
@@ -23,14 +23,14 @@ async fn personal_job(session: &Session, name: &str, prompt: &str) -> String {
 }
 
 /// Runs a job now; returns the run's id.
-async fn run_now(session: &Session, job: &str) -> String {
+pub(crate) async fn run_now(session: &Session, job: &str) -> String {
     let response = session.post(&format!("/api/v1/jobs/{job}/run"), &json!({})).await;
     assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
     response.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_owned()
 }
 
 /// Polls a run until it has ended; returns it.
-async fn finished_run(session: &Session, job: &str, run: &str) -> Value {
+pub(crate) async fn finished_run(session: &Session, job: &str, run: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let value = session.json(&format!("/api/v1/jobs/{job}/runs/{run}")).await;
@@ -42,7 +42,7 @@ async fn finished_run(session: &Session, job: &str, run: &str) -> Value {
     }
 }
 
-async fn error_of(response: reqwest::Response) -> (u16, String) {
+pub(crate) async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
     (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
@@ -250,22 +250,14 @@ async fn the_api_demands_a_session_and_the_csrf_token() {
 async fn kubernetes_jobs_and_prompts_are_read_only() {
     let (app, _mock) = spawn_chat_app().await;
     let job = kubernetes_job(&app).await;
-    app.state
-        .jobs
-        .apply_prompt(&PromptResourceRow {
-            uid: "uid-prompt".into(),
-            namespace: "team-pay".into(),
-            name: "weekly".into(),
-            title: Some("Weekly summary".into()),
-            description: Some("What happened this week.".into()),
-            template: "Summarise {{project}}.".into(),
-            variables: r#"[{"name": "project", "required": true}]"#.into(),
-            endpoint: None,
-            tools: None,
-            updated_at: chrono::Utc::now(),
-        })
-        .await
-        .unwrap();
+    let weekly: Prompt = serde_json::from_value(json!({
+        "title": "Weekly summary",
+        "description": "What happened this week.",
+        "template": "Summarise {{project}}.",
+        "variables": [{"name": "project", "required": true}],
+    }))
+    .unwrap();
+    app.state.prompts.apply_resource("uid-prompt", "team-pay", "weekly", &weekly).await.unwrap();
     let ada = app.user("ada").await;
 
     let prompts = ada.json("/api/v1/prompts").await;

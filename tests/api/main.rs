@@ -20,6 +20,7 @@ mod mcp_servers;
 #[path = "../support/mock_llm.rs"]
 mod mock_llm;
 mod probes;
+mod prompts;
 mod security;
 mod smoke;
 #[path = "../support/stub_atlassian.rs"]

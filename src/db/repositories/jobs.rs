@@ -1,14 +1,19 @@
-//! The `scheduled_jobs`, `job_runs` and `prompt_resources` tables: scheduled prompts, their runs and
-//! the Prompt resources the controller mirrors. Personal jobs are always read with their
-//! owner's id; Kubernetes jobs belong to no user.
+//! The `scheduled_jobs` and `job_runs` tables: scheduled prompts and their runs. Personal
+//! jobs are always read with their owner's id; Kubernetes jobs belong to no user.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use sqlx::types::Json;
+
+use crate::agent::ToolCallRecord;
+use crate::jobs::{ConcurrencyPolicy, RunStatus, Source, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
-    pub source: String,
+    pub source: Source,
     pub namespace: Option<String>,
     pub name: String,
     pub owner_id: Option<i64>,
@@ -16,17 +21,17 @@ pub struct JobRow {
     pub time_zone: String,
     pub prompt_ref: Option<String>,
     pub prompt: Option<String>,
-    /// JSON object of variable values.
-    pub variables: String,
+    /// Values of the prompt's variables.
+    pub variables: Json<BTreeMap<String, String>>,
     pub suspended: bool,
-    pub concurrency_policy: String,
+    pub concurrency_policy: ConcurrencyPolicy,
     pub starting_deadline_seconds: Option<i64>,
     pub retry_limit: i64,
     pub retry_backoff_seconds: i64,
     pub secret_name: Option<String>,
     pub secret_key: Option<String>,
-    /// JSON array of tool patterns.
-    pub allowed_write_tools: String,
+    /// Names or `*` patterns of the write tools an unattended run may use.
+    pub allowed_write_tools: Json<Vec<String>>,
     pub problem: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_schedule_at: Option<DateTime<Utc>>,
@@ -46,25 +51,23 @@ macro_rules! select_jobs {
     };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RunRow {
     pub id: String,
     pub job_id: String,
-    #[serde(skip)]
     pub idempotency_key: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub scheduled_for: DateTime<Utc>,
     pub attempt: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub output: String,
     pub error: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
-    /// JSON array of the tool calls made.
-    #[serde(skip)]
-    pub tool_calls: String,
+    /// The tool calls made.
+    pub tool_calls: Json<Vec<ToolCallRecord>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -81,48 +84,61 @@ macro_rules! select_runs {
 /// Inserts or replaces a job's definition; schedule state (`next_run_at`,
 /// `last_schedule_at`) is kept unless `reschedule` says the timing changed.
 pub async fn upsert(conn: &mut SqliteConnection, job: &JobRow, reschedule: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO scheduled_jobs (id, source, namespace, name, owner_id, schedule, time_zone, prompt_ref, prompt, variables, \
-         suspended, concurrency_policy, starting_deadline_seconds, retry_limit, retry_backoff_seconds, secret_name, \
-         secret_key, allowed_write_tools, problem, next_run_at, last_schedule_at, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, schedule = excluded.schedule, \
-         time_zone = excluded.time_zone, prompt_ref = excluded.prompt_ref, prompt = excluded.prompt, \
-         variables = excluded.variables, suspended = excluded.suspended, \
-         concurrency_policy = excluded.concurrency_policy, \
-         starting_deadline_seconds = excluded.starting_deadline_seconds, retry_limit = excluded.retry_limit, \
-         retry_backoff_seconds = excluded.retry_backoff_seconds, secret_name = excluded.secret_name, \
-         secret_key = excluded.secret_key, allowed_write_tools = excluded.allowed_write_tools, \
-         problem = excluded.problem, \
-         next_run_at = CASE WHEN ? THEN excluded.next_run_at ELSE scheduled_jobs.next_run_at END, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(&job.id)
-    .bind(&job.source)
-    .bind(&job.namespace)
-    .bind(&job.name)
-    .bind(job.owner_id)
-    .bind(&job.schedule)
-    .bind(&job.time_zone)
-    .bind(&job.prompt_ref)
-    .bind(&job.prompt)
-    .bind(&job.variables)
-    .bind(job.suspended)
-    .bind(&job.concurrency_policy)
-    .bind(job.starting_deadline_seconds)
-    .bind(job.retry_limit)
-    .bind(job.retry_backoff_seconds)
-    .bind(&job.secret_name)
-    .bind(&job.secret_key)
-    .bind(&job.allowed_write_tools)
-    .bind(&job.problem)
-    .bind(job.next_run_at)
-    .bind(job.last_schedule_at)
-    .bind(job.created_at)
-    .bind(job.updated_at)
-    .bind(reschedule)
-    .execute(conn)
-    .await?;
+    let mut query = super::insert_row!(
+        "scheduled_jobs",
+        job,
+        [
+            id,
+            source,
+            namespace,
+            name,
+            owner_id,
+            schedule,
+            time_zone,
+            prompt_ref,
+            prompt,
+            variables,
+            suspended,
+            concurrency_policy,
+            starting_deadline_seconds,
+            retry_limit,
+            retry_backoff_seconds,
+            secret_name,
+            secret_key,
+            allowed_write_tools,
+            problem,
+            next_run_at,
+            last_schedule_at,
+            created_at,
+            updated_at
+        ]
+    );
+    query.push(super::update_set!(
+        "id",
+        [
+            name,
+            schedule,
+            time_zone,
+            prompt_ref,
+            prompt,
+            variables,
+            suspended,
+            concurrency_policy,
+            starting_deadline_seconds,
+            retry_limit,
+            retry_backoff_seconds,
+            secret_name,
+            secret_key,
+            allowed_write_tools,
+            problem,
+            updated_at
+        ]
+    ));
+    query
+        .push(", next_run_at = CASE WHEN ")
+        .push_bind(reschedule)
+        .push(" THEN excluded.next_run_at ELSE scheduled_jobs.next_run_at END");
+    query.build().execute(conn).await?;
     Ok(())
 }
 
@@ -211,29 +227,30 @@ pub async fn delete(conn: &mut SqliteConnection, id: &str, owner_id: Option<i64>
 /// Records a run; `false` when a run with the same key exists (the firing was recorded
 /// before, here or by another replica).
 pub async fn insert_run(conn: &mut SqliteConnection, run: &RunRow) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO job_runs (id, job_id, idempotency_key, trigger, scheduled_for, attempt, status, started_at, \
-         finished_at, output, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(&run.id)
-    .bind(&run.job_id)
-    .bind(&run.idempotency_key)
-    .bind(&run.trigger)
-    .bind(run.scheduled_for)
-    .bind(run.attempt)
-    .bind(&run.status)
-    .bind(run.started_at)
-    .bind(run.finished_at)
-    .bind(&run.output)
-    .bind(&run.error)
-    .bind(run.created_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let mut query = super::insert_row!(
+        "job_runs",
+        run,
+        [
+            id,
+            job_id,
+            idempotency_key,
+            trigger,
+            scheduled_for,
+            attempt,
+            status,
+            started_at,
+            finished_at,
+            output,
+            error,
+            tool_calls,
+            created_at
+        ]
+    );
+    query.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+    Ok(query.build().execute(conn).await?.rows_affected() == 1)
 }
 
-pub async fn run(conn: &mut SqliteConnection, id: &str) -> Result<Option<RunRow>, sqlx::Error> {
+pub async fn run_by_id(conn: &mut SqliteConnection, id: &str) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(select_runs!("WHERE id = ?")).bind(id).fetch_optional(conn).await
 }
 
@@ -294,12 +311,12 @@ pub async fn requeue(conn: &mut SqliteConnection, id: &str, attempt: i64, error:
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunOutcome<'a> {
-    pub status: &'a str,
+    pub status: RunStatus,
     pub output: &'a str,
     pub error: Option<&'a str>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
-    pub tool_calls: &'a str,
+    pub tool_calls: &'a [ToolCallRecord],
 }
 
 /// Ends a run that is still open; `false` when it had already ended.
@@ -314,86 +331,11 @@ pub async fn finish(conn: &mut SqliteConnection, id: &str, outcome: &RunOutcome<
     .bind(outcome.error)
     .bind(outcome.prompt_tokens)
     .bind(outcome.completion_tokens)
-    .bind(outcome.tool_calls)
+    .bind(Json(outcome.tool_calls))
     .bind(Utc::now())
     .bind(Utc::now())
     .bind(id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct PromptResourceRow {
-    pub uid: String,
-    pub namespace: String,
-    pub name: String,
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub template: String,
-    pub variables: String,
-    pub endpoint: Option<String>,
-    pub tools: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-macro_rules! select_prompts {
-    ($rest:literal) => {
-        concat!(
-            "SELECT uid, namespace, name, title, description, template, variables, endpoint, tools, updated_at \
-             FROM prompt_resources ",
-            $rest
-        )
-    };
-}
-
-pub async fn upsert_prompt(conn: &mut SqliteConnection, row: &PromptResourceRow) -> Result<(), sqlx::Error> {
-    // A resource deleted while the controller was away leaves a row under its old uid.
-    sqlx::query("DELETE FROM prompt_resources WHERE namespace = ? AND name = ? AND uid <> ?")
-        .bind(&row.namespace)
-        .bind(&row.name)
-        .bind(&row.uid)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO prompt_resources (uid, namespace, name, title, description, template, variables, endpoint, \
-         tools, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO UPDATE SET \
-         title = excluded.title, description = excluded.description, template = excluded.template, \
-         variables = excluded.variables, endpoint = excluded.endpoint, tools = excluded.tools, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(&row.uid)
-    .bind(&row.namespace)
-    .bind(&row.name)
-    .bind(&row.title)
-    .bind(&row.description)
-    .bind(&row.template)
-    .bind(&row.variables)
-    .bind(&row.endpoint)
-    .bind(&row.tools)
-    .bind(row.updated_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn delete_prompt(conn: &mut SqliteConnection, uid: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM prompt_resources WHERE uid = ?").bind(uid).execute(conn).await?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub async fn prompt_named(
-    conn: &mut SqliteConnection,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<PromptResourceRow>, sqlx::Error> {
-    sqlx::query_as(select_prompts!("WHERE namespace = ? AND name = ?"))
-        .bind(namespace)
-        .bind(name)
-        .fetch_optional(conn)
-        .await
-}
-
-pub async fn prompts(conn: &mut SqliteConnection) -> Result<Vec<PromptResourceRow>, sqlx::Error> {
-    sqlx::query_as(select_prompts!("ORDER BY namespace, name")).fetch_all(conn).await
 }

@@ -1,27 +1,64 @@
-//! `/api/v1/prompts` and `/api/v1/jobs…`: the prompt library, scheduled jobs (all Kubernetes
-//! ones and the caller's personal ones), their runs, run now, pause/resume and delete.
+//! `/api/v1/jobs…`: scheduled jobs (all Kubernetes ones and the caller's personal ones),
+//! their runs, run now, pause/resume and delete.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::ToolCallRecord;
 use crate::auth::model::Role;
-use crate::chat::{self, PromptInfo};
+use crate::chat;
+use crate::db::repositories::jobs::JobRow;
 use crate::db::repositories::jobs::RunRow;
-use crate::jobs::{JobView, NewPersonalJob};
+use crate::jobs::{ConcurrencyPolicy, NewPersonalJob, RunStatus, Source, Trigger};
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson, ApiPath};
 use crate::web::session::{ClientAddr, CurrentUser};
 
-/// `GET /api/v1/prompts`: prompts.json (`source: "file"`), then Prompt resources
-/// (`source: "kubernetes"`, named `namespace/name`).
-pub async fn prompts(
-    State(state): State<AppState>,
-    CurrentUser(_): CurrentUser,
-) -> Result<ApiJson<Vec<PromptInfo>>, ApiError> {
-    Ok(ApiJson(state.jobs.prompts().await?))
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub source: Source,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub schedule: String,
+    pub time_zone: String,
+    pub prompt_ref: Option<String>,
+    pub prompt: Option<String>,
+    pub variables: BTreeMap<String, String>,
+    pub suspended: bool,
+    pub concurrency_policy: ConcurrencyPolicy,
+    pub problem: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_schedule_at: Option<DateTime<Utc>>,
+    /// Whether the caller may pause, resume and delete it (their own personal job).
+    pub editable: bool,
+}
+
+impl JobView {
+    pub fn new(job: &JobRow, user_id: i64) -> Self {
+        Self {
+            id: job.id.clone(),
+            source: job.source,
+            namespace: job.namespace.clone(),
+            name: job.name.clone(),
+            schedule: job.schedule.clone(),
+            time_zone: job.time_zone.clone(),
+            prompt_ref: job.prompt_ref.clone(),
+            prompt: job.prompt.clone(),
+            variables: job.variables.0.clone(),
+            suspended: job.suspended,
+            concurrency_policy: job.concurrency_policy,
+            problem: job.problem.clone(),
+            next_run_at: job.next_run_at,
+            last_schedule_at: job.last_schedule_at,
+            editable: job.owner_id == Some(user_id),
+        }
+    }
 }
 
 pub async fn list(
@@ -104,32 +141,71 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A run as the history lists it.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub scheduled_for: DateTime<Utc>,
+    pub attempt: i64,
+    pub status: RunStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub output: String,
+    pub error: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<RunRow> for RunSummary {
+    fn from(run: RunRow) -> Self {
+        Self {
+            id: run.id,
+            job_id: run.job_id,
+            trigger: run.trigger,
+            scheduled_for: run.scheduled_for,
+            attempt: run.attempt,
+            status: run.status,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            output: run.output,
+            error: run.error,
+            prompt_tokens: run.prompt_tokens,
+            completion_tokens: run.completion_tokens,
+            created_at: run.created_at,
+        }
+    }
+}
+
 /// `GET /api/v1/jobs/{id}/runs`: the latest runs, newest first.
 pub async fn runs(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<Vec<RunRow>>, ApiError> {
-    Ok(ApiJson(state.jobs.runs(session.user.id, &id).await?))
+) -> Result<ApiJson<Vec<RunSummary>>, ApiError> {
+    Ok(ApiJson(state.jobs.runs(session.user.id, &id).await?.into_iter().map(RunSummary::from).collect()))
 }
 
 /// One run with its output rendered and sanitised (`html`) and its tool calls.
 #[derive(Debug, Serialize)]
-pub struct RunView {
+pub struct RunDetail {
     #[serde(flatten)]
-    run: RunRow,
+    run: RunSummary,
     html: String,
-    tool_calls: serde_json::Value,
+    tool_calls: Vec<ToolCallRecord>,
 }
 
 pub async fn run(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     ApiPath((id, run_id)): ApiPath<(String, String)>,
-) -> Result<ApiJson<RunView>, ApiError> {
-    let run = state.jobs.run(session.user.id, &id, &run_id).await?;
-    let tool_calls = serde_json::from_str(&run.tool_calls).unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
-    Ok(ApiJson(RunView { html: chat::markdown::render(&run.output), tool_calls, run }))
+) -> Result<ApiJson<RunDetail>, ApiError> {
+    let mut run = state.jobs.find_run(session.user.id, &id, &run_id).await?;
+    let tool_calls = std::mem::take(&mut run.tool_calls.0);
+    let html = chat::markdown::render(&run.output);
+    Ok(ApiJson(RunDetail { run: run.into(), html, tool_calls }))
 }
 
 #[derive(Debug, Serialize)]

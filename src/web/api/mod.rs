@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conversations;
 pub mod jobs;
 pub mod me;
+pub mod prompts;
 pub mod ws;
 
 use super::error::ApiError;
@@ -32,7 +33,11 @@ pub fn routes() -> Routes {
         .get("/conversations/{id}/messages/{message_id}/events", SignedIn, conversations::events)
         .post("/conversations/{id}/messages/{message_id}/cancel", SignedIn, conversations::cancel)
         .post("/conversations/{id}/messages/{message_id}/approvals/{call_id}", SignedIn, conversations::decide)
-        .get("/prompts", SignedIn, jobs::prompts)
+        .get("/prompts", SignedIn, prompts::list)
+        .post("/prompts", SignedIn, prompts::create)
+        .get("/prompts/{name}", SignedIn, prompts::get)
+        .patch("/prompts/{name}", SignedIn, prompts::update)
+        .delete("/prompts/{name}", SignedIn, prompts::delete)
         .get("/jobs", SignedIn, jobs::list)
         .post("/jobs", SignedIn, jobs::create)
         .get("/jobs/{id}", SignedIn, jobs::get)

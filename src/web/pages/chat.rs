@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::{Layout, PageResult, see_other, when};
-use crate::chat::{self, PromptInfo};
+use crate::chat;
 use crate::db::repositories::conversations::{Conversation, Message, ToolCallRow};
+use crate::prompts::PromptInfo;
 use crate::web::AppState;
 use crate::web::session::CurrentUser;
 
@@ -162,10 +163,7 @@ async fn render(
         query: query.to_owned(),
         conversation,
         messages,
-        prompts: state.jobs.prompts().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot list the Prompt resources; offering prompts.json only");
-            state.chat.prompts()
-        }),
+        prompts: state.prompts.list(session.user.id).await?,
     };
     Ok(page.into_response())
 }

@@ -18,7 +18,7 @@ use crate::auth::model::Role;
 use crate::auth::session::Authenticated;
 use crate::chat;
 use crate::db::repositories::jobs::{JobRow, RunRow};
-use crate::jobs::{JobError, NewPersonalJob};
+use crate::jobs::{JobError, NewPersonalJob, RunStatus, Source};
 use crate::web::AppState;
 use crate::web::session::{ClientAddr, CurrentUser};
 
@@ -40,7 +40,7 @@ pub struct JobLine {
 
 #[derive(Debug)]
 pub struct RunBadge {
-    status: String,
+    status: &'static str,
     class: &'static str,
     when: String,
 }
@@ -63,16 +63,16 @@ impl Moment {
 }
 
 /// The badge class of a run status (the classes are defined in static/css/input.css).
-fn status_class(status: &str) -> &'static str {
+fn status_class(status: RunStatus) -> &'static str {
     match status {
-        "succeeded" => "badge-ok",
-        "failed" => "badge-error",
-        "cancelled" => "badge-muted",
-        _ => "badge-busy",
+        RunStatus::Succeeded => "badge-ok",
+        RunStatus::Failed => "badge-error",
+        RunStatus::Cancelled | RunStatus::Skipped => "badge-muted",
+        RunStatus::Queued | RunStatus::Running => "badge-busy",
     }
 }
 
-/// A prompts.json prompt a personal job can run, with its variable fields.
+/// A prompt of the library a personal job can run, with its variable fields.
 #[derive(Debug)]
 pub struct PromptChoice {
     name: String,
@@ -193,11 +193,11 @@ async fn render_list(
         jobs.push(JobLine {
             next_run: job.next_run_at.map(|at| Moment::new(at, &job.time_zone)),
             last: last.map(|run| RunBadge {
-                class: status_class(&run.status),
+                class: status_class(run.status),
                 when: when(run.finished_at.or(run.started_at).unwrap_or(run.created_at)),
-                status: run.status,
+                status: run.status.as_str(),
             }),
-            personal: job.source == "personal",
+            personal: job.source == Source::Personal,
             namespace: job.namespace.unwrap_or_default(),
             id: job.id,
             name: job.name,
@@ -208,8 +208,9 @@ async fn render_list(
         });
     }
     let prompts = state
-        .chat
-        .prompts()
+        .prompts
+        .list(session.user.id)
+        .await?
         .into_iter()
         .map(|prompt| PromptChoice {
             selected: prompt.name == form.prompt_ref,
@@ -289,7 +290,7 @@ pub struct JobDetail {
     problem: Option<String>,
     next_run: Option<Moment>,
     last_schedule: Option<Moment>,
-    concurrency_policy: String,
+    concurrency_policy: &'static str,
     created: String,
     /// The caller's own personal job: pause, resume, delete.
     editable: bool,
@@ -299,9 +300,8 @@ pub struct JobDetail {
 
 impl JobDetail {
     fn new(job: JobRow, session: &Authenticated) -> Self {
-        let personal = job.source == "personal";
+        let personal = job.source == Source::Personal;
         let editable = personal && job.owner_id == Some(session.user.id);
-        let variables: BTreeMap<String, String> = serde_json::from_str(&job.variables).unwrap_or_default();
         Self {
             resource: format!("{}/{}", job.namespace.as_deref().unwrap_or_default(), job.name),
             can_run: editable || (!personal && session.user.role == Role::Admin),
@@ -310,7 +310,7 @@ impl JobDetail {
             next_run: job.next_run_at.map(|at| Moment::new(at, &job.time_zone)),
             last_schedule: job.last_schedule_at.map(|at| Moment::new(at, &job.time_zone)),
             created: when(job.created_at),
-            variables: variables.into_iter().collect(),
+            variables: job.variables.0.into_iter().collect(),
             id: job.id,
             name: job.name,
             schedule: job.schedule,
@@ -319,7 +319,7 @@ impl JobDetail {
             prompt: job.prompt,
             suspended: job.suspended,
             problem: job.problem,
-            concurrency_policy: job.concurrency_policy,
+            concurrency_policy: job.concurrency_policy.as_str(),
         }
     }
 }
@@ -328,10 +328,10 @@ impl JobDetail {
 #[derive(Debug)]
 pub struct RunView {
     id: String,
-    status: String,
+    status: &'static str,
     class: &'static str,
     open: bool,
-    trigger: String,
+    trigger: &'static str,
     attempt: i64,
     scheduled: String,
     started: String,
@@ -343,18 +343,14 @@ pub struct RunView {
     tool_calls: Vec<CallView>,
 }
 
-/// A tool call a run made, from the run's stored JSON list.
-#[derive(Debug, Deserialize)]
+/// A tool call a run made.
+#[derive(Debug)]
 pub struct CallView {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
+    /// Pretty-printed when they are JSON.
     arguments: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
+    status: &'static str,
     result: Option<String>,
-    #[serde(default)]
     writes: bool,
 }
 
@@ -366,17 +362,24 @@ impl From<RunRow> for RunView {
                 format!("{} in, {} out", prompt.unwrap_or_default(), completion.unwrap_or_default())
             }
         };
-        let mut tool_calls: Vec<CallView> = serde_json::from_str(&run.tool_calls).unwrap_or_default();
-        for call in &mut tool_calls {
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&call.arguments)
-                && let Ok(pretty) = serde_json::to_string_pretty(&value)
-            {
-                call.arguments = pretty;
-            }
-        }
+        let tool_calls = run
+            .tool_calls
+            .0
+            .into_iter()
+            .map(|call| CallView {
+                arguments: serde_json::from_str::<serde_json::Value>(&call.arguments)
+                    .ok()
+                    .and_then(|value| serde_json::to_string_pretty(&value).ok())
+                    .unwrap_or(call.arguments),
+                name: call.name,
+                status: call.status.as_str(),
+                result: call.result,
+                writes: call.writes,
+            })
+            .collect();
         Self {
-            class: status_class(&run.status),
-            open: matches!(run.status.as_str(), "queued" | "running"),
+            class: status_class(run.status),
+            open: run.status.is_open(),
             scheduled: when(run.scheduled_for),
             started: run.started_at.map(when).unwrap_or_default(),
             finished: run.finished_at.map(when).unwrap_or_default(),
@@ -384,8 +387,8 @@ impl From<RunRow> for RunView {
             tokens,
             tool_calls,
             id: run.id,
-            status: run.status,
-            trigger: run.trigger,
+            status: run.status.as_str(),
+            trigger: run.trigger.as_str(),
             attempt: run.attempt,
             error: run.error,
         }
