@@ -23,7 +23,9 @@ use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
 use crate::controller;
 use crate::db;
-use crate::jobs::{JobService, queue, scheduler};
+use crate::jobs::runner::Runner;
+use crate::jobs::scheduler::{self, Scheduler};
+use crate::jobs::{Activity, JobStore, queue};
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
 use crate::prompts::PromptLibrary;
@@ -43,6 +45,8 @@ pub struct Application {
     queue_pool: sqlx::SqlitePool,
     /// The cluster and how to run the controller on it, when one is in use.
     cluster: Option<(kube::Client, controller::Options)>,
+    scheduler: Arc<Scheduler>,
+    runner: Arc<Runner>,
 }
 
 impl std::fmt::Debug for Application {
@@ -106,21 +110,18 @@ impl Application {
         let agent = Arc::new(Agent::new(llm, mcp.clone(), metrics.clone()));
         let chat =
             Arc::new(ChatService::new(pool.clone(), store.clone(), prompts.clone(), agent.clone(), metrics.clone()));
-        let jobs = Arc::new(JobService::new(
-            pool.clone(),
-            store.clone(),
-            prompts.clone(),
-            agent,
-            metrics.clone(),
-            AuditLog::new(pool.clone()),
-        ));
+        let activity = Arc::new(Activity::new(metrics.clone()));
+        let jobs =
+            Arc::new(JobStore::new(pool.clone(), prompts.clone(), AuditLog::new(pool.clone()), activity.clone()));
+        let runner = Arc::new(Runner::new(pool.clone(), store.clone(), prompts.clone(), agent, activity.clone()));
+        let scheduler = Arc::new(Scheduler::new(pool.clone(), activity));
         let queue_pool = db::connect_with(&settings.database.database_url, 2).await?;
         if !settings.skip_migrations {
             queue::setup(&queue_pool).await.context("creating the job queue's tables")?;
         }
         let cluster = match controller::connect(settings.controller.controller).await? {
             Some(client) => {
-                jobs.use_secrets(Arc::new(controller::ClusterSecrets::new(client.clone())));
+                runner.use_secrets(Arc::new(controller::ClusterSecrets::new(client.clone())));
                 let options = controller_options(&settings.controller, &client).await;
                 tracing::info!(
                     namespaces = if options.watch_namespaces.is_empty() {
@@ -189,6 +190,8 @@ impl Application {
             shutdown_timeout: settings.shutdown_timeout,
             queue_pool,
             cluster,
+            scheduler,
+            runner,
         })
     }
 
@@ -204,21 +207,27 @@ impl Application {
         &self.state
     }
 
+    /// The scheduler, to fire due jobs by hand (tests and benchmarks).
+    pub fn scheduler(&self) -> Arc<Scheduler> {
+        self.scheduler.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests (bounded by
     /// the shutdown timeout), stops the watcher and closes the database. Returns an
     /// error when a task that must run for the whole life of the process stopped early.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, state, watch, shutdown_timeout, queue_pool, cluster } = self;
+        let Self { listener, metrics_listener, state, watch, shutdown_timeout, queue_pool, cluster, scheduler, runner } =
+            self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;
 
         let mut watcher = tokio::spawn(watcher::run(state.reloader.clone(), watch, shutdown.child_token()));
         let background = shutdown.child_token();
         let (jobs, prompts) = (state.jobs.clone(), state.prompts.clone());
-        let worker = tokio::spawn(queue::work(queue_pool.clone(), jobs.clone(), background.clone()));
+        let worker = tokio::spawn(queue::work(queue_pool.clone(), runner, background.clone()));
         // Without a cluster this replica always schedules; with one, only while it leads.
         let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
-        let scheduler = tokio::spawn(scheduler::run(jobs.clone(), following, background.clone()));
+        let scheduler = tokio::spawn(scheduler::run(scheduler, following, background.clone()));
         let health = state.controller.clone();
         let controller = cluster.map(|(client, options)| {
             tokio::spawn(controller::run(client, options, jobs, prompts, leading, health, background.clone()))

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::JobService;
+use crate::jobs::JobStore;
 use crate::prompts::PromptLibrary;
 use resources::{Prompt, PromptJob};
 
@@ -96,7 +96,7 @@ impl Health {
 /// What the reconcilers share.
 pub(crate) struct Context {
     pub client: Client,
-    pub jobs: Arc<JobService>,
+    pub jobs: Arc<JobStore>,
     pub prompts: Arc<PromptLibrary>,
     /// Events to publish, in order, by `publish_events`.
     pub events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
@@ -138,7 +138,7 @@ pub async fn connect(mode: Mode) -> anyhow::Result<Option<Client>> {
 pub async fn run(
     client: Client,
     options: Options,
-    jobs: Arc<JobService>,
+    jobs: Arc<JobStore>,
     prompts: Arc<PromptLibrary>,
     leading: watch::Sender<bool>,
     health: Arc<Health>,

@@ -1,9 +1,10 @@
 //! Scheduled prompts and their runs. A job — a PromptJob resource or a personal job made in
 //! the UI — has a cron schedule in a time zone; the scheduler records each firing as a run
 //! (once: the run's idempotency key is unique) and queues it on the durable apalis queue in
-//! the same transaction; the worker runs the prompt through the chat agent loop with the
-//! job's credentials and stores what happened. The controller and the web handlers are
-//! thin adapters over `JobService`.
+//! the same transaction; the worker runs the prompt through the agent with the job's
+//! credentials and stores what happened. Three parts: the [`JobStore`] (what sources and
+//! people change and read), the [`scheduler::Scheduler`] and the [`runner::Runner`]; the
+//! controller and the web handlers are thin adapters over the store.
 
 pub mod model;
 pub mod queue;
@@ -12,7 +13,7 @@ pub mod schedule;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,9 +22,7 @@ use sqlx::types::Json;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
 use crate::audit::{self, Actor, AuditLog, Outcome};
-use crate::config::ConfigStore;
 use crate::db::repositories::jobs::{self, JobRow, RunRow};
 use crate::prompts::{PromptLibrary, PromptRef};
 use crate::telemetry::metrics::Metrics;
@@ -118,55 +117,22 @@ pub struct NewPersonalJob {
     pub variables: BTreeMap<String, String>,
 }
 
-/// The dependencies a run needs, shared by the scheduler and the worker.
-pub struct JobService {
-    db: SqlitePool,
-    config: Arc<ConfigStore>,
-    prompts: Arc<PromptLibrary>,
-    agent: Arc<Agent>,
+/// What the store, the scheduler and the runner share in one process: the runs executing
+/// here (to cancel), the scheduler's wake-up and the change notifications the controller
+/// follows.
+#[derive(Debug)]
+pub struct Activity {
     metrics: Arc<Metrics>,
     /// Wakes the scheduler when a job's next firing may have moved earlier.
     wake: Notify,
     changes: broadcast::Sender<JobChanged>,
-    /// Runs executing in this process, by run id, to cancel on `Replace`.
+    /// Runs executing in this process, by run id, to cancel on `Replace` or delete.
     running: Mutex<HashMap<String, CancellationToken>>,
-    /// Where Kubernetes jobs' tokens are read, when a cluster is in use.
-    secrets: OnceLock<Arc<dyn SecretSource>>,
-    audit: AuditLog,
 }
 
-impl std::fmt::Debug for JobService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobService").field("secrets", &self.secrets.get()).finish_non_exhaustive()
-    }
-}
-
-impl JobService {
-    pub fn new(
-        db: SqlitePool,
-        config: Arc<ConfigStore>,
-        prompts: Arc<PromptLibrary>,
-        agent: Arc<Agent>,
-        metrics: Arc<Metrics>,
-        audit: AuditLog,
-    ) -> Self {
-        Self {
-            audit,
-            db,
-            config,
-            prompts,
-            agent,
-            metrics,
-            wake: Notify::new(),
-            changes: broadcast::channel(1024).0,
-            running: Mutex::new(HashMap::new()),
-            secrets: OnceLock::new(),
-        }
-    }
-
-    /// Gives runs of Kubernetes jobs a place to read their tokens from.
-    pub fn use_secrets(&self, source: Arc<dyn SecretSource>) {
-        let _ = self.secrets.set(source);
+impl Activity {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, wake: Notify::new(), changes: broadcast::channel(1024).0, running: Mutex::new(HashMap::new()) }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobChanged> {
@@ -179,6 +145,45 @@ impl JobService {
             namespace: job.namespace.clone(),
             name: job.name.clone(),
         });
+    }
+
+    /// Stops a run executing in this process; false when it does not run here.
+    fn cancel(&self, run_id: &str) -> bool {
+        match self.running.lock().unwrap_or_else(PoisonError::into_inner).get(run_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn count(&self, outcome: RunStatus) {
+        self.metrics
+            .job_runs
+            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: outcome.as_str().to_owned() })
+            .inc();
+    }
+}
+
+/// Jobs and their runs as sources and people change and read them: definitions applied
+/// and removed, personal jobs made, paused and deleted, runs queued now, histories read.
+#[derive(Debug)]
+pub struct JobStore {
+    db: SqlitePool,
+    prompts: Arc<PromptLibrary>,
+    audit: AuditLog,
+    activity: Arc<Activity>,
+}
+
+impl JobStore {
+    pub fn new(db: SqlitePool, prompts: Arc<PromptLibrary>, audit: AuditLog, activity: Arc<Activity>) -> Self {
+        Self { db, prompts, audit, activity }
+    }
+
+    /// Job changes (defined, fired, a run started or ended), for the controller.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobChanged> {
+        self.activity.subscribe()
     }
 
     /// Stores a job's definition and (re)computes its next firing when its timing changed.
@@ -233,7 +238,7 @@ impl JobService {
         };
         jobs::upsert(&mut conn, &row, reschedule).await?;
         if reschedule {
-            self.wake.notify_one();
+            self.activity.wake.notify_one();
         } else if let Some(existing) = existing {
             // The upsert kept the schedule state it holds.
             row.next_run_at = existing.next_run_at;
@@ -245,7 +250,7 @@ impl JobService {
     pub async fn remove(&self, id: &str) -> Result<bool, JobError> {
         let mut conn = self.db.acquire().await?;
         for run in jobs::open_runs(&mut conn, id).await? {
-            self.cancel_local(&run.id);
+            self.activity.cancel(&run.id);
         }
         Ok(jobs::delete(&mut conn, id, None).await?)
     }
@@ -366,7 +371,7 @@ impl JobService {
         };
         let mut conn = self.db.acquire().await?;
         jobs::set_suspended(&mut conn, id, user_id, suspended, next).await?;
-        self.wake.notify_one();
+        self.activity.wake.notify_one();
         let job = jobs::get(&mut conn, id).await?.ok_or(JobError::NotFound)?;
         self.record(actor, if suspended { "job.pause" } else { "job.resume" }, &job, None).await;
         Ok(job)
@@ -405,18 +410,8 @@ impl JobService {
         }
         queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(|e| JobError::Queue(e.to_string()))?;
         tx.commit().await?;
-        self.changed(job);
+        self.activity.changed(job);
         Ok(Some(run))
-    }
-
-    fn cancel_local(&self, run_id: &str) -> bool {
-        match self.running.lock().unwrap_or_else(PoisonError::into_inner).get(run_id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::JobService;
+use super::runner::Runner;
 
 /// The queue's name in apalis's `Jobs` table. Fixed: the default (the Rust type path)
 /// would orphan queued runs whenever the type moved.
@@ -54,7 +54,7 @@ pub async fn push(
 }
 
 /// Runs queued attempts until `shutdown`; every replica runs one worker.
-pub async fn work(pool: SqlitePool, jobs: Arc<JobService>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn work(pool: SqlitePool, jobs: Arc<Runner>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Config::default().queue(QUEUE).heartbeat_interval(HEARTBEAT).missed_heartbeats(2);
     let storage = SqliteStorage::<RunTask>::new(&pool).with_config(config).poll_with_interval(POLL);
     // A name of its own per process: apalis re-queues the tasks of workers that stopped
@@ -68,6 +68,6 @@ pub async fn work(pool: SqlitePool, jobs: Arc<JobService>, shutdown: Cancellatio
     worker.run_until(stop).await.map_err(|e| anyhow::anyhow!("job worker: {e}"))
 }
 
-async fn handle(task: RunTask, jobs: Data<Arc<JobService>>) -> Result<(), BoxDynError> {
+async fn handle(task: RunTask, jobs: Data<Arc<Runner>>) -> Result<(), BoxDynError> {
     jobs.execute(&task.run_id, task.attempt).await.map_err(|e| Box::new(e) as BoxDynError)
 }

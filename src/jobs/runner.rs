@@ -10,11 +10,18 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, JobService, RunStatus, queue};
+use std::sync::{Arc, OnceLock};
+
+use sqlx::SqlitePool;
+
+use super::{Activity, JobError, RunStatus, SecretSource, queue};
+use crate::agent::Agent;
 use crate::agent::{self, AgentError, Observer, ToolCallRecord};
+use crate::config::ConfigStore;
 use crate::db::repositories::jobs::{self, JobRow, RunOutcome, RunRow};
 use crate::llm::Usage;
 use crate::mcp::Principal;
+use crate::prompts::PromptLibrary;
 use crate::prompts::{self, Prompt, PromptRef};
 
 /// The longest wait between two attempts.
@@ -47,7 +54,40 @@ struct Success {
     tool_calls: Vec<ToolCallRecord>,
 }
 
-impl JobService {
+/// Runs queued attempts: resolves the prompt and the credentials, runs the agent and
+/// stores the outcome, retrying as the job allows.
+pub struct Runner {
+    db: SqlitePool,
+    config: Arc<ConfigStore>,
+    prompts: Arc<PromptLibrary>,
+    agent: Arc<Agent>,
+    activity: Arc<Activity>,
+    /// Where Kubernetes jobs' tokens are read, when a cluster is in use.
+    secrets: OnceLock<Arc<dyn SecretSource>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("secrets", &self.secrets.get()).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    pub fn new(
+        db: SqlitePool,
+        config: Arc<ConfigStore>,
+        prompts: Arc<PromptLibrary>,
+        agent: Arc<Agent>,
+        activity: Arc<Activity>,
+    ) -> Self {
+        Self { db, config, prompts, agent, activity, secrets: OnceLock::new() }
+    }
+
+    /// Gives runs of Kubernetes jobs a place to read their tokens from.
+    pub fn use_secrets(&self, source: Arc<dyn SecretSource>) {
+        let _ = self.secrets.set(source);
+    }
+
     /// Runs one queued attempt. Safe to call again for the same attempt: only the call that
     /// moves the run from queued to running does the work, and an attempt delivered again
     /// while marked running (its process died) counts as failed.
@@ -56,7 +96,8 @@ impl JobService {
         if !jobs::claim(&mut conn, run_id, attempt).await? {
             let Some(run) = jobs::run_by_id(&mut conn, run_id).await? else { return Ok(()) };
             drop(conn);
-            let running_here = self.running.lock().unwrap_or_else(PoisonError::into_inner).contains_key(run_id);
+            let running_here =
+                self.activity.running.lock().unwrap_or_else(PoisonError::into_inner).contains_key(run_id);
             if run.status == RunStatus::Running && run.attempt == attempt && !running_here {
                 let job = self.job_of(&run).await?;
                 tracing::warn!(run = run_id, attempt, "a run's process stopped before it finished");
@@ -68,12 +109,12 @@ impl JobService {
         let run = jobs::run_by_id(&mut conn, run_id).await?.ok_or(JobError::NotFound)?;
         drop(conn);
         let job = self.job_of(&run).await?;
-        self.changed(&job);
+        self.activity.changed(&job);
         tracing::info!(job = job.name, run = run_id, attempt, "run started");
         let cancel = CancellationToken::new();
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), cancel.clone());
+        self.activity.running.lock().unwrap_or_else(PoisonError::into_inner).insert(run.id.clone(), cancel.clone());
         let result = self.attempt(&job, cancel).await;
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&run.id);
+        self.activity.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&run.id);
         match result {
             Ok(success) => {
                 let outcome = RunOutcome {
@@ -85,12 +126,12 @@ impl JobService {
                     tool_calls: &success.tool_calls,
                 };
                 jobs::finish(&mut *self.db.acquire().await?, &run.id, &outcome).await?;
-                self.count(RunStatus::Succeeded);
+                self.activity.count(RunStatus::Succeeded);
                 tracing::info!(job = job.name, run = run_id, "run succeeded");
             }
             Err(failure) => self.fail_or_retry(&job, &run, failure).await?,
         }
-        self.changed(&job);
+        self.activity.changed(&job);
         Ok(())
     }
 
@@ -123,16 +164,9 @@ impl JobService {
             tool_calls: &failure.tool_calls,
         };
         jobs::finish(&mut *self.db.acquire().await?, &run.id, &outcome).await?;
-        self.count(status);
+        self.activity.count(status);
         tracing::warn!(job = job.name, run = run.id, error = failure.message, "run {}", status.as_str());
         Ok(())
-    }
-
-    pub(super) fn count(&self, outcome: RunStatus) {
-        self.metrics
-            .job_runs
-            .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: outcome.as_str().to_owned() })
-            .inc();
     }
 
     async fn attempt(&self, job: &JobRow, cancel: CancellationToken) -> Result<Success, Failure> {

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConcurrencyPolicy, JobError, JobService, RunStatus, Schedule, Trigger, new_run, queue};
+use sqlx::SqlitePool;
+
+use super::{Activity, ConcurrencyPolicy, JobError, RunStatus, Schedule, Trigger, new_run, queue};
 use crate::db::repositories::jobs::{self, JobRow, RunOutcome};
 
 /// The longest the scheduler sleeps without looking (jobs changed by another replica).
@@ -20,8 +22,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Due jobs handled per pass.
 const BATCH: i64 = 500;
 
+/// Records and queues due firings.
+#[derive(Debug)]
+pub struct Scheduler {
+    db: SqlitePool,
+    activity: Arc<Activity>,
+}
+
 /// Fires due jobs while `leading` is true, until `shutdown`.
-pub async fn run(jobs: Arc<JobService>, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
+pub async fn run(jobs: Arc<Scheduler>, mut leading: watch::Receiver<bool>, shutdown: CancellationToken) {
     loop {
         if !*leading.borrow_and_update() {
             tokio::select! {
@@ -39,14 +48,18 @@ pub async fn run(jobs: Arc<JobService>, mut leading: watch::Receiver<bool>, shut
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = jobs.wake.notified() => {}
+            () = jobs.activity.wake.notified() => {}
             changed = leading.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
         }
     }
 }
 
-impl JobService {
+impl Scheduler {
+    pub fn new(db: SqlitePool, activity: Arc<Activity>) -> Self {
+        Self { db, activity }
+    }
+
     /// Fires every due job; returns how long to sleep until the next one.
     pub async fn fire_due(&self) -> Result<Duration, JobError> {
         loop {
@@ -112,9 +125,9 @@ impl JobService {
                 jobs::finish(&mut tx, &run.id, &outcome).await?;
             }
             tx.commit().await?;
-            self.count(RunStatus::Skipped);
+            self.activity.count(RunStatus::Skipped);
             tracing::info!(job = job.name, %scheduled, reason, "firing skipped");
-            self.changed(job);
+            self.activity.changed(job);
             return Ok(());
         }
         if job.concurrency_policy == ConcurrencyPolicy::Replace {
@@ -137,11 +150,11 @@ impl JobService {
         }
         tx.commit().await?;
         for id in replaced {
-            self.cancel_local(&id);
+            self.activity.cancel(&id);
         }
-        self.metrics.job_schedule_delay_seconds.observe((Utc::now() - scheduled).as_seconds_f64().max(0.0));
+        self.activity.metrics.job_schedule_delay_seconds.observe((Utc::now() - scheduled).as_seconds_f64().max(0.0));
         tracing::info!(job = job.name, %scheduled, run = run.id, "firing queued");
-        self.changed(job);
+        self.activity.changed(job);
         Ok(())
     }
 }

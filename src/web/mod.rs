@@ -26,7 +26,7 @@ use crate::auth::AuthService;
 use crate::auth::vault::TokenVault;
 use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore};
-use crate::jobs::JobService;
+use crate::jobs::JobStore;
 use crate::mcp::McpManager;
 use crate::telemetry::metrics::Metrics;
 use context::WebContext;
@@ -42,7 +42,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub vault: Arc<TokenVault>,
     pub chat: Arc<ChatService>,
-    pub jobs: Arc<JobService>,
+    pub jobs: Arc<JobStore>,
     pub prompts: Arc<crate::prompts::PromptLibrary>,
     /// Whether the Kubernetes controller runs here and has synced its caches.
     pub controller: Arc<crate::controller::Health>,

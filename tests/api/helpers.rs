@@ -78,6 +78,8 @@ pub struct TestApp {
     pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// Fires due jobs by hand.
+    pub scheduler: Arc<promptops::jobs::scheduler::Scheduler>,
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub kubelet: Option<KubeletDir>,
@@ -162,6 +164,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let addr = app.local_addr().unwrap();
     let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
+    let scheduler = app.scheduler();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
@@ -169,6 +172,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         metrics_base,
         client: reqwest::Client::new(),
         state,
+        scheduler,
         config_dir,
         data_dir,
         kubelet,

@@ -449,7 +449,7 @@ async fn missed_firings_run_once_or_are_skipped_past_the_starting_deadline() {
     let (app, mock) = spawn_chat_app().await;
     let lenient = missed_job(&app, "missed-lenient", None).await;
     let strict = missed_job(&app, "missed-strict", Some(60)).await;
-    app.state.jobs.fire_due().await.unwrap();
+    app.scheduler.fire_due().await.unwrap();
     // Two firings were missed; only the latest is made up, as CronJob does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while runs_of(&app, &lenient).await.first().is_none_or(|r| r.0 != "succeeded") {
@@ -467,7 +467,7 @@ async fn missed_firings_run_once_or_are_skipped_past_the_starting_deadline() {
         sqlx::query_scalar("SELECT next_run_at FROM scheduled_jobs").fetch_all(&app.state.db).await.unwrap();
     assert!(next.iter().all(|n| n.is_some_and(|n| n > chrono::Utc::now())), "{next:?}");
     // Firing again finds nothing due: no firing runs twice.
-    app.state.jobs.fire_due().await.unwrap();
+    app.scheduler.fire_due().await.unwrap();
     assert_eq!(runs_of(&app, &lenient).await.len(), 1);
     app.stop().await.unwrap();
 }
