@@ -392,3 +392,259 @@ pub(crate) fn prompt_job_error(job: Arc<PromptJob>, error: &Error, context: Arc<
         "PromptJob",
     )
 }
+
+/// The reconcilers against a fake API server (a tower service answering from fixtures and
+/// recording every request) and a real SQLite file: what they write, where, and why.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use kube::Client;
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::config::ConfigStore;
+    use crate::jobs::{Activity, JobStore};
+    use crate::prompts::PromptLibrary;
+    use crate::telemetry::metrics::Metrics;
+
+    /// One request the reconciler sent.
+    #[derive(Debug, Clone)]
+    struct Call {
+        method: String,
+        path: String,
+        body: Value,
+    }
+
+    /// Objects by API path; GET answers them (or 404), PATCH answers the object patched.
+    #[derive(Clone, Default)]
+    struct FakeApi {
+        objects: Arc<Mutex<HashMap<String, Value>>>,
+        calls: Arc<Mutex<Vec<Call>>>,
+    }
+
+    impl FakeApi {
+        fn with(objects: &[(&str, Value)]) -> Self {
+            let fake = Self::default();
+            fake.objects.lock().unwrap().extend(objects.iter().map(|(p, v)| ((*p).to_owned(), v.clone())));
+            fake
+        }
+
+        fn client(&self) -> Client {
+            let fake = self.clone();
+            let service = tower::service_fn(move |request: http::Request<Body>| {
+                let fake = fake.clone();
+                async move { Ok::<_, Infallible>(fake.answer(request).await) }
+            });
+            Client::new(service, "default")
+        }
+
+        async fn answer(&self, request: http::Request<Body>) -> http::Response<Body> {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let path = parts.uri.path().to_owned();
+            let call = Call {
+                method: parts.method.to_string(),
+                path: path.clone(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            self.calls.lock().unwrap().push(call);
+            let object = self.objects.lock().unwrap().get(path.trim_end_matches("/status")).cloned();
+            let (status, body) = match object {
+                Some(object) => (200, object),
+                None => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": "not found", "reason": "NotFound", "code": 404}),
+                ),
+            };
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap()
+        }
+
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// The body of the last status write to `path`.
+        fn status_written(&self, path: &str) -> Value {
+            let calls = self.calls();
+            let call = calls.iter().rev().find(|c| c.method == "PATCH" && c.path == format!("{path}/status"));
+            call.unwrap_or_else(|| panic!("no status written to {path}: {calls:?}")).body["status"].clone()
+        }
+    }
+
+    struct Fixture {
+        context: Arc<Context>,
+        events: tokio::sync::mpsc::UnboundedReceiver<(Event, k8s_openapi::api::core::v1::ObjectReference)>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(api: &FakeApi) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        let prompts = Arc::new(PromptLibrary::new(db.clone(), Arc::new(ConfigStore::new())));
+        let activity = Arc::new(Activity::new(Arc::new(Metrics::new())));
+        let jobs = Arc::new(JobStore::new(db.clone(), prompts.clone(), AuditLog::new(db), activity));
+        let (events, received) = tokio::sync::mpsc::unbounded_channel();
+        let context =
+            Arc::new(Context { client: api.client(), jobs, prompts, events, failures: Mutex::new(HashMap::new()) });
+        Fixture { context, events: received, _dir: dir }
+    }
+
+    const PROMPTS: &str = "/apis/promptops.dev/v1alpha1/namespaces/team-a/prompts";
+    const JOBS: &str = "/apis/promptops.dev/v1alpha1/namespaces/team-a/promptjobs";
+
+    fn prompt_object(name: &str, spec: Value, finalizers: &[&str]) -> Value {
+        json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt",
+               "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}"), "generation": 1,
+                            "finalizers": finalizers},
+               "spec": spec})
+    }
+
+    fn job_object(name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "PromptJob",
+               "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}"), "generation": 2,
+                            "finalizers": [FINALIZER]},
+               "spec": spec})
+    }
+
+    fn ready_of(status: &Value) -> (String, String, String) {
+        let condition = &status["conditions"][0];
+        assert_eq!(condition["type"], "Ready", "{status}");
+        let text = |key: &str| condition[key].as_str().unwrap_or_default().to_owned();
+        (text("status"), text("reason"), text("message"))
+    }
+
+    #[tokio::test]
+    async fn a_new_prompt_gets_the_finalizer_joins_the_library_and_says_loaded() {
+        let spec = json!({"template": "Summarise {{project}}.", "variables": [{"name": "project", "required": true}]});
+        let object = prompt_object("standup", spec, &[]);
+        let api = FakeApi::with(&[(&format!("{PROMPTS}/standup"), object.clone())]);
+        let mut fixture = fixture(&api).await;
+        let action = prompt_reconcile(&fixture, object).await;
+        assert_eq!(action, Action::await_change());
+
+        let calls = api.calls();
+        assert_eq!((calls[0].method.as_str(), calls[0].path.as_str()), ("PATCH", &*format!("{PROMPTS}/standup")));
+        assert_eq!(
+            calls[0].body,
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                   {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]),
+            "the finalizer goes on with a test first, so a stale copy cannot overwrite others'"
+        );
+        let status = api.status_written(&format!("{PROMPTS}/standup"));
+        assert_eq!(ready_of(&status), ("True".into(), "Loaded".into(), "in the prompt library".into()));
+        assert_eq!(status["observedGeneration"], 1);
+        let reference = PromptRef::parse("team-a/standup").unwrap();
+        let stored = fixture.context.prompts.find(&reference, None).await.unwrap();
+        assert_eq!((stored.title.as_str(), stored.template.as_str()), ("standup", "Summarise {{project}}."));
+        let (event, _) = fixture.events.try_recv().expect("an Event for becoming Ready");
+        assert_eq!(event.reason, "Loaded");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_prompt_is_not_ready_with_the_libraries_own_reason_and_stays_out() {
+        let object = prompt_object("sloppy", json!({"template": "Hi {{who}}", "title": "Sloppy"}), &[FINALIZER]);
+        let api = FakeApi::with(&[(&format!("{PROMPTS}/sloppy"), object.clone())]);
+        let mut fixture = fixture(&api).await;
+        prompt_reconcile(&fixture, object).await;
+
+        assert!(api.calls().iter().all(|c| c.path.ends_with("/status")), "the finalizer was there: {:?}", api.calls());
+        let status = api.status_written(&format!("{PROMPTS}/sloppy"));
+        let expected = "template: uses {{who}}, which is not declared in variables";
+        assert_eq!(ready_of(&status), ("False".into(), "InvalidTemplate".into(), expected.into()));
+        let reference = PromptRef::parse("team-a/sloppy").unwrap();
+        assert!(fixture.context.prompts.find(&reference, None).await.is_err());
+        let (event, _) = fixture.events.try_recv().unwrap();
+        assert_eq!((event.reason.as_str(), event.type_), ("InvalidTemplate", EventType::Warning));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_prompt_leaves_the_library_and_releases_its_finalizer() {
+        let mut object = prompt_object("gone", json!({"template": "x"}), &["other.example/keep", FINALIZER]);
+        let api = FakeApi::with(&[(&format!("{PROMPTS}/gone"), object.clone())]);
+        let fixture = fixture(&api).await;
+        prompt_reconcile(&fixture, object.clone()).await;
+        object["metadata"]["deletionTimestamp"] = json!("2026-12-03T10:00:00Z");
+        prompt_reconcile(&fixture, object).await;
+
+        let reference = PromptRef::parse("team-a/gone").unwrap();
+        assert!(fixture.context.prompts.find(&reference, None).await.is_err());
+        let last = api.calls().pop().unwrap();
+        assert_eq!(
+            last.body,
+            json!([{"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
+                   {"op": "remove", "path": "/metadata/finalizers/1"}]),
+            "only our finalizer goes, by index, tested first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_prompt_is_missing_is_stored_unscheduled_and_looked_at_again_soon() {
+        let spec = json!({"schedule": "0 9 * * MON", "timeZone": "Europe/Berlin", "promptRef": {"name": "later"}});
+        let object = job_object("weekly", spec);
+        let api = FakeApi::with(&[(&format!("{JOBS}/weekly"), object.clone())]);
+        let fixture = fixture(&api).await;
+        let action = job_reconcile(&fixture, object).await;
+        assert_eq!(action, Action::requeue(PROBLEM_RESYNC));
+
+        assert!(api.calls().iter().any(|c| c.method == "GET" && c.path == format!("{PROMPTS}/later")));
+        let status = api.status_written(&format!("{JOBS}/weekly"));
+        let message = "Prompt \"later\" does not exist in namespace team-a";
+        assert_eq!(ready_of(&status), ("False".into(), "PromptNotFound".into(), message.into()));
+        assert!(status["nextRunTime"].is_null(), "{status}");
+        let row = fixture.context.jobs.get(0, "uid-weekly").await.unwrap();
+        assert_eq!(row.problem.as_deref(), Some(message));
+        assert_eq!(row.prompt_ref.as_deref(), Some("team-a/later"), "a full reference to the Prompt");
+        assert_eq!(row.next_run_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_valid_job_is_scheduled_in_its_zone_and_its_status_names_the_next_run() {
+        let spec = json!({"schedule": "0 9 * * MON", "timeZone": "Europe/Berlin", "prompt": "Hi",
+                          "variables": {"project": "PAY"}, "concurrencyPolicy": "Replace"});
+        let object = job_object("monday", spec);
+        let api = FakeApi::with(&[(&format!("{JOBS}/monday"), object.clone())]);
+        let fixture = fixture(&api).await;
+        let action = job_reconcile(&fixture, object.clone()).await;
+        assert!(action != Action::requeue(PROBLEM_RESYNC), "{action:?}");
+
+        let status = api.status_written(&format!("{JOBS}/monday"));
+        let (ready, reason, message) = ready_of(&status);
+        assert_eq!((ready.as_str(), reason.as_str()), ("True", "Scheduled"));
+        let next: chrono::DateTime<Utc> = serde_json::from_value(status["nextRunTime"].clone()).unwrap();
+        let local = next.with_timezone(&chrono_tz::Europe::Berlin);
+        assert_eq!(local.format("%a %H:%M").to_string(), "Mon 09:00");
+        assert_eq!(message, format!("next run at {}", next.to_rfc3339()));
+        assert_eq!(status["observedGeneration"], 2);
+        let row = fixture.context.jobs.get(0, "uid-monday").await.unwrap();
+        assert_eq!(row.concurrency_policy, crate::jobs::ConcurrencyPolicy::Replace);
+        assert_eq!(row.variables.0.get("project").map(String::as_str), Some("PAY"));
+
+        // Nothing changed: the next reconcile writes no status.
+        let mut same = object;
+        same["status"] = status;
+        let before = api.calls().len();
+        job_reconcile(&fixture, same).await;
+        assert!(api.calls()[before..].iter().all(|c| c.method != "PATCH"), "{:?}", &api.calls()[before..]);
+    }
+
+    async fn prompt_reconcile(fixture: &Fixture, object: Value) -> Action {
+        let object: Prompt = serde_json::from_value(object).unwrap();
+        prompt(Arc::new(object), fixture.context.clone()).await.unwrap()
+    }
+
+    async fn job_reconcile(fixture: &Fixture, object: Value) -> Action {
+        let object: PromptJob = serde_json::from_value(object).unwrap();
+        prompt_job(Arc::new(object), fixture.context.clone()).await.unwrap()
+    }
+}

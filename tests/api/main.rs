@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod agent;
 mod attacks;
 mod chat;
 mod cli;
