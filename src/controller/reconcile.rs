@@ -503,14 +503,14 @@ mod tests {
     const PROMPTS: &str = "/apis/promptops.dev/v1alpha1/namespaces/team-a/prompts";
     const JOBS: &str = "/apis/promptops.dev/v1alpha1/namespaces/team-a/promptjobs";
 
-    fn prompt_object(name: &str, spec: Value, finalizers: &[&str]) -> Value {
+    fn prompt_object(name: &str, spec: &Value, finalizers: &[&str]) -> Value {
         json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt",
                "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}"), "generation": 1,
                             "finalizers": finalizers},
                "spec": spec})
     }
 
-    fn job_object(name: &str, spec: Value) -> Value {
+    fn job_object(name: &str, spec: &Value) -> Value {
         json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "PromptJob",
                "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}"), "generation": 2,
                             "finalizers": [FINALIZER]},
@@ -527,7 +527,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_prompt_gets_the_finalizer_joins_the_library_and_says_loaded() {
         let spec = json!({"template": "Summarise {{project}}.", "variables": [{"name": "project", "required": true}]});
-        let object = prompt_object("standup", spec, &[]);
+        let object = prompt_object("standup", &spec, &[]);
         let api = FakeApi::with(&[(&format!("{PROMPTS}/standup"), object.clone())]);
         let mut fixture = fixture(&api).await;
         let action = prompt_reconcile(&fixture, object).await;
@@ -553,7 +553,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_prompt_is_not_ready_with_the_libraries_own_reason_and_stays_out() {
-        let object = prompt_object("sloppy", json!({"template": "Hi {{who}}", "title": "Sloppy"}), &[FINALIZER]);
+        let object = prompt_object("sloppy", &json!({"template": "Hi {{who}}", "title": "Sloppy"}), &[FINALIZER]);
         let api = FakeApi::with(&[(&format!("{PROMPTS}/sloppy"), object.clone())]);
         let mut fixture = fixture(&api).await;
         prompt_reconcile(&fixture, object).await;
@@ -570,7 +570,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_deleted_prompt_leaves_the_library_and_releases_its_finalizer() {
-        let mut object = prompt_object("gone", json!({"template": "x"}), &["other.example/keep", FINALIZER]);
+        let mut object = prompt_object("gone", &json!({"template": "x"}), &["other.example/keep", FINALIZER]);
         let api = FakeApi::with(&[(&format!("{PROMPTS}/gone"), object.clone())]);
         let fixture = fixture(&api).await;
         prompt_reconcile(&fixture, object.clone()).await;
@@ -591,7 +591,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_whose_prompt_is_missing_is_stored_unscheduled_and_looked_at_again_soon() {
         let spec = json!({"schedule": "0 9 * * MON", "timeZone": "Europe/Berlin", "promptRef": {"name": "later"}});
-        let object = job_object("weekly", spec);
+        let object = job_object("weekly", &spec);
         let api = FakeApi::with(&[(&format!("{JOBS}/weekly"), object.clone())]);
         let fixture = fixture(&api).await;
         let action = job_reconcile(&fixture, object).await;
@@ -612,7 +612,7 @@ mod tests {
     async fn a_valid_job_is_scheduled_in_its_zone_and_its_status_names_the_next_run() {
         let spec = json!({"schedule": "0 9 * * MON", "timeZone": "Europe/Berlin", "prompt": "Hi",
                           "variables": {"project": "PAY"}, "concurrencyPolicy": "Replace"});
-        let object = job_object("monday", spec);
+        let object = job_object("monday", &spec);
         let api = FakeApi::with(&[(&format!("{JOBS}/monday"), object.clone())]);
         let fixture = fixture(&api).await;
         let action = job_reconcile(&fixture, object.clone()).await;
