@@ -19,7 +19,7 @@ fn check<S: Serialize + DeserializeOwned>(json: &[u8], problem: fn(&S) -> Option
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, json)) = data.split_first() else { return };
     if kind % 2 == 0 {
-        check::<PromptSpec>(json, PromptSpec::problem)
+        check::<PromptSpec>(json, |spec| spec.problem("fuzz"))
     } else {
         check::<PromptJobSpec>(json, PromptJobSpec::problem)
     }

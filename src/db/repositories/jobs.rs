@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 use sqlx::types::Json;
 
 use crate::agent::ToolCallRecord;
-use crate::jobs::{ConcurrencyPolicy, RunStatus, Source, Trigger};
+use crate::jobs::model::{ConcurrencyPolicy, RunStatus, Source, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRow {

@@ -3,8 +3,10 @@
 //! owner's id.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::types::Json;
+use sqlx::{Sqlite, SqliteConnection};
 
 use crate::prompts::{Prompt, Variable};
 
@@ -81,7 +83,7 @@ pub async fn upsert_resource(
         .bind(uid)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO prompt_resources (uid, namespace, name, title, description, template, variables, endpoint, \
          tools, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (uid) DO UPDATE SET \
          title = excluded.title, description = excluded.description, template = excluded.template, \
@@ -90,16 +92,8 @@ pub async fn upsert_resource(
     )
     .bind(uid)
     .bind(namespace)
-    .bind(name)
-    .bind(&prompt.title)
-    .bind(&prompt.description)
-    .bind(&prompt.template)
-    .bind(Json(&prompt.variables))
-    .bind(&prompt.endpoint)
-    .bind(prompt.tools.as_ref().map(Json))
-    .bind(now)
-    .execute(conn)
-    .await?;
+    .bind(name);
+    bind_fields(query, prompt, now).execute(conn).await?;
     Ok(())
 }
 
@@ -153,23 +147,14 @@ pub async fn insert_personal(
     prompt: &Prompt,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO personal_prompts (owner_id, name, title, description, template, variables, endpoint, tools, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
          ON CONFLICT (owner_id, name) DO NOTHING",
     )
     .bind(owner_id)
-    .bind(name)
-    .bind(&prompt.title)
-    .bind(&prompt.description)
-    .bind(&prompt.template)
-    .bind(Json(&prompt.variables))
-    .bind(&prompt.endpoint)
-    .bind(prompt.tools.as_ref().map(Json))
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .bind(name);
+    Ok(bind_fields(query, prompt, now).execute(conn).await?.rows_affected() == 1)
 }
 
 /// Replaces one of the owner's prompts; `false` when they have none of this name.
@@ -180,22 +165,30 @@ pub async fn update_personal(
     prompt: &Prompt,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "UPDATE personal_prompts SET title = $3, description = $4, template = $5, variables = $6, endpoint = $7, \
          tools = $8, updated_at = $9 WHERE owner_id = $1 AND name = $2",
     )
     .bind(owner_id)
-    .bind(name)
-    .bind(&prompt.title)
-    .bind(&prompt.description)
-    .bind(&prompt.template)
-    .bind(Json(&prompt.variables))
-    .bind(&prompt.endpoint)
-    .bind(prompt.tools.as_ref().map(Json))
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .bind(name);
+    Ok(bind_fields(query, prompt, now).execute(conn).await?.rows_affected() == 1)
+}
+
+/// Binds a prompt's fields and the time, in the order every statement here numbers them
+/// after its keys: title, description, template, variables, endpoint, tools, now.
+fn bind_fields<'q>(
+    query: Query<'q, Sqlite, SqliteArguments>,
+    prompt: &'q Prompt,
+    now: DateTime<Utc>,
+) -> Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(&prompt.title)
+        .bind(&prompt.description)
+        .bind(&prompt.template)
+        .bind(Json(&prompt.variables))
+        .bind(&prompt.endpoint)
+        .bind(prompt.tools.as_ref().map(Json))
+        .bind(now)
 }
 
 pub async fn delete_personal(conn: &mut SqliteConnection, owner_id: i64, name: &str) -> Result<bool, sqlx::Error> {
