@@ -33,7 +33,7 @@ pub enum Error {
     #[error(transparent)]
     Prompts(#[from] PromptError),
     #[error("finalizer patch: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] serde_json::Error),
     #[error("the resource has no {0}")]
     Incomplete(&'static str),
 }
@@ -93,7 +93,7 @@ async fn patch_json<K>(api: &Api<K>, object: &K, patch: serde_json::Value) -> Re
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Finalizer(e.to_string()))?;
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(Error::Finalizer)?;
     api.patch::<()>(&object.name_any(), &PatchParams::default(), &Patch::Json(patch)).await?;
     Ok(())
 }

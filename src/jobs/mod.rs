@@ -43,7 +43,7 @@ pub enum JobError {
     #[error("only an admin may run a job managed by Kubernetes from here")]
     Forbidden,
     #[error("the run queue is unavailable: {0}")]
-    Queue(String),
+    Queue(#[source] apalis_sqlite::Error),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -408,7 +408,7 @@ impl JobStore {
         if !jobs::insert_run(&mut tx, &run).await? {
             return Ok(None);
         }
-        queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(|e| JobError::Queue(e.to_string()))?;
+        queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(JobError::Queue)?;
         tx.commit().await?;
         self.activity.changed(job);
         Ok(Some(run))

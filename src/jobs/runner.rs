@@ -149,7 +149,7 @@ impl Runner {
             let delay = base.saturating_mul(factor).min(MAX_BACKOFF);
             let mut tx = self.db.begin().await?;
             if jobs::requeue(&mut tx, &run.id, next, &failure.message).await? {
-                queue::push(&mut tx, &run.id, next, delay).await.map_err(|e| JobError::Queue(e.to_string()))?;
+                queue::push(&mut tx, &run.id, next, delay).await.map_err(JobError::Queue)?;
             }
             tx.commit().await?;
             tracing::warn!(job = job.name, run = run.id, attempt = run.attempt, retry_in = ?delay, error = failure.message, "run failed; retrying");

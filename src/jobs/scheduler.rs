@@ -146,7 +146,7 @@ impl Scheduler {
         }
         let run = new_run(&job.id, key, Trigger::Schedule, scheduled, RunStatus::Queued);
         if jobs::insert_run(&mut tx, &run).await? {
-            queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(|e| JobError::Queue(e.to_string()))?;
+            queue::push(&mut tx, &run.id, 1, Duration::ZERO).await.map_err(JobError::Queue)?;
         }
         tx.commit().await?;
         for id in replaced {
