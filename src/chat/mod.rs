@@ -358,15 +358,13 @@ impl Answer {
             .generations
             .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() })
             .inc();
-        let notices =
-            (!outcome.notices.is_empty()).then(|| serde_json::to_string(&outcome.notices).unwrap_or_default());
         let outcome = Outcome {
             content: &outcome.text,
             status,
             error: error.as_deref(),
             prompt_tokens: usage.prompt_tokens.and_then(|t| i64::try_from(t).ok()),
             completion_tokens: usage.completion_tokens.and_then(|t| i64::try_from(t).ok()),
-            notices: notices.as_deref(),
+            notices: &outcome.notices,
         };
         let stored = match db.acquire().await {
             Ok(mut conn) => conversations::finish(&mut conn, message_id, &outcome, Utc::now()).await,

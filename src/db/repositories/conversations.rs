@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+use sqlx::types::Json;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct Conversation {
@@ -28,14 +29,14 @@ pub struct Message {
     pub completion_tokens: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Notices shown while the answer was written, as a JSON array of strings.
+    /// Notices shown while the answer was written.
     #[serde(skip)]
-    pub notices: Option<String>,
+    pub notices: Option<Json<Vec<String>>>,
 }
 
 impl Message {
     pub fn notice_list(&self) -> Vec<String> {
-        self.notices.as_deref().and_then(|n| serde_json::from_str(n).ok()).unwrap_or_default()
+        self.notices.as_ref().map(|n| n.0.clone()).unwrap_or_default()
     }
 }
 
@@ -57,8 +58,8 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
-    /// JSON array of notices, if any.
-    pub notices: Option<&'a str>,
+    /// What the user was told on the way (stored only when there was something).
+    pub notices: &'a [String],
 }
 
 macro_rules! select_messages {
@@ -245,7 +246,7 @@ pub async fn finish(
     .bind(outcome.prompt_tokens)
     .bind(outcome.completion_tokens)
     .bind(now)
-    .bind(outcome.notices)
+    .bind((!outcome.notices.is_empty()).then_some(Json(outcome.notices)))
     .bind(id)
     .execute(conn)
     .await?;
