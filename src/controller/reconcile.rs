@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::json;
 
-use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptStatus, RUN_NOW_ANNOTATION};
+use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptSpec, PromptStatus, RUN_NOW_ANNOTATION};
 use super::{Context, FIELD_MANAGER, FINALIZER};
 use crate::jobs::{JobDefinition, JobError, JobState, RunStatus, Source, Trigger};
 use crate::prompts::{PromptError, PromptRef};
@@ -121,10 +121,11 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
     let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
     let spec = &prompt.spec;
     let name = prompt.name_any();
-    let (status, reason, message) = match spec.problem(&name) {
+    let declared = spec.to_prompt(&name);
+    let (status, reason, message) = match PromptSpec::problem_of(&declared) {
         Some((reason, problem)) => ("False", reason, problem),
         None => {
-            context.prompts.apply_resource(&uid, &namespace, &name, &spec.to_prompt(&name)).await?;
+            context.prompts.apply_resource(&uid, &namespace, &name, &declared).await?;
             ("True", "Loaded", "in the prompt library".to_owned())
         }
     };

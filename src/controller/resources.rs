@@ -184,7 +184,12 @@ impl PromptSpec {
     /// problem is shown; `InvalidTemplate` for the template and its variables,
     /// `InvalidPrompt` for the other fields.
     pub fn problem(&self, name: &str) -> Option<(&'static str, String)> {
-        let problems = prompts::validate(&self.to_prompt(name), None);
+        Self::problem_of(&self.to_prompt(name))
+    }
+
+    /// [`PromptSpec::problem`] of the prompt [`PromptSpec::to_prompt`] made.
+    pub fn problem_of(prompt: &prompts::Prompt) -> Option<(&'static str, String)> {
+        let problems = prompts::validate(prompt, None);
         let first: &Problem = problems.first()?;
         let reason = if first.in_template() { "InvalidTemplate" } else { "InvalidPrompt" };
         let more = match problems.len() {

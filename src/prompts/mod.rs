@@ -148,6 +148,11 @@ pub struct PromptInfo {
 }
 
 impl PromptInfo {
+    /// For one of the caller's own prompts, its name without `me:` (as the page paths take it).
+    pub fn own_name(&self) -> Option<&str> {
+        self.name.strip_prefix(PERSONAL_PREFIX).filter(|_| self.source == Source::Personal)
+    }
+
     pub fn new(reference: &PromptRef, prompt: Prompt) -> Self {
         let source = reference.source();
         Self {

@@ -66,9 +66,10 @@ impl PromptForm {
             })
             .collect();
         variables.extend(std::iter::repeat_n(VariableRow::default(), SPARE_ROWS));
+        let name = info.own_name().unwrap_or_default().to_owned();
         Self {
-            editing: Some(info.name.trim_start_matches("me:").to_owned()),
-            name: info.name.trim_start_matches("me:").to_owned(),
+            editing: Some(name.clone()),
+            name,
             title: info.title.clone(),
             description: info.description.clone(),
             template: info.template.clone(),
