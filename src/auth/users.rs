@@ -154,7 +154,7 @@ impl UserService {
     }
 
     pub async fn set_role(&self, id: i64, role: Role, actor: &Actor) -> Result<User, UserError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         let user = users::by_id(&mut tx, id).await?.ok_or(UserError::NotFound)?;
         users::set_role(&mut tx, id, role).await?;
         if users::count_active_admins(&mut tx).await? == 0 {
@@ -177,7 +177,7 @@ impl UserService {
 
     /// Disabling ends every session of the user at once.
     pub async fn set_disabled(&self, id: i64, disabled: bool, actor: &Actor) -> Result<User, UserError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         let user = users::by_id(&mut tx, id).await?.ok_or(UserError::NotFound)?;
         users::set_disabled(&mut tx, id, disabled).await?;
         if users::count_active_admins(&mut tx).await? == 0 {
@@ -200,7 +200,7 @@ impl UserService {
     ) -> Result<(), UserError> {
         let hash = password::hash(password, self.bcrypt_cost).await?;
         let now = Utc::now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         users::set_password(&mut tx, id, &hash, now).await?;
         sessions::revoke_for_user(&mut tx, id, keep_session, now).await?;
         tx.commit().await?;

@@ -109,7 +109,7 @@ impl TokenVault {
     /// Re-seals every token not sealed under the active key. Returns how many were
     /// re-sealed. All or nothing: one row that cannot be opened stops the rotation.
     pub async fn rotate(&self) -> Result<usize, VaultError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         let active = self.keyring.active_id();
         let mut resealed = 0;
         for row in credentials::all(&mut tx).await? {

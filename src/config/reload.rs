@@ -123,7 +123,7 @@ impl ConfigReloader {
     /// already live.
     async fn record(&self, sha256: &str, record: &ReloadRecord<'_>, at: chrono::DateTime<Utc>) {
         let written = async {
-            let mut tx = self.db.begin().await?;
+            let mut tx = crate::db::write(&self.db).await?;
             config_reloads::insert(&mut tx, sha256, record, at).await?;
             let (outcome, detail) = match record {
                 ReloadRecord::Applied { generation } => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
 
 /// Our own bookkeeping table, so a job queue running its own migrations in the same
 /// file can never confuse the two sets.
@@ -53,6 +54,14 @@ pub async fn connect_with(url: &str, max_connections: u32) -> Result<SqlitePool,
     SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await.map_err(DbError::Open)
 }
 
+/// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`), waiting up to the
+/// busy timeout for another writer. Every transaction that reads and then writes needs it:
+/// a deferred one that read first fails at its first write with `SQLITE_BUSY` (no wait)
+/// when another connection committed in between, which surfaced as a rare 500.
+pub async fn write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// The migrations in `migrations/`, embedded in the binary.
 pub fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
@@ -86,4 +95,46 @@ pub async fn readiness(pool: &SqlitePool) -> Result<(), String> {
         return Err(format!("{pending} migration(s) not applied: run `promptops migrate`"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race behind the rare 500: this transaction reads, another connection commits a
+    /// write, then this one writes. Deferred, the write fails with `SQLITE_BUSY` at once;
+    /// from `write()` the other connection waits for the lock instead and both succeed.
+    async fn read_then_write_while_another_commits(immediate: bool) -> Result<(), sqlx::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("race.db").display());
+        let pool = connect_with(&url, 2).await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER)").execute(&pool).await?;
+        let mut tx = if immediate { write(&pool).await? } else { pool.begin().await? };
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t").fetch_one(&mut *tx).await?;
+        let other = tokio::spawn({
+            let pool = pool.clone();
+            async move { sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await.map(|_| ()) }
+        });
+        if immediate {
+            // The other writer is waiting for our lock; give it time to try.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!other.is_finished(), "the other writer waits for the lock");
+        } else {
+            other.await.unwrap()?;
+            return sqlx::query("INSERT INTO t VALUES (2)").execute(&mut *tx).await.map(|_| ());
+        }
+        sqlx::query("INSERT INTO t VALUES (2)").execute(&mut *tx).await?;
+        tx.commit().await?;
+        other.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_waits_for_the_lock_instead_of_failing() {
+        let deferred = read_then_write_while_another_commits(false).await;
+        assert!(
+            matches!(&deferred, Err(sqlx::Error::Database(e)) if e.message().contains("locked")),
+            "the race exists with a deferred transaction: {deferred:?}"
+        );
+        read_then_write_while_another_commits(true).await.unwrap();
+    }
 }

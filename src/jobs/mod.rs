@@ -404,7 +404,7 @@ impl JobStore {
     /// exists already.
     pub async fn run_now(&self, job: &JobRow, trigger: Trigger, key: &str) -> Result<Option<RunRow>, JobError> {
         let run = new_run(&job.id, format!("{}@{key}", job.id), trigger, Utc::now(), RunStatus::Queued);
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         if !jobs::insert_run(&mut tx, &run).await? {
             return Ok(None);
         }

@@ -147,7 +147,7 @@ impl Runner {
             let factor = 2u32.saturating_pow(u32::try_from(run.attempt - 1).unwrap_or(u32::MAX));
             let base = Duration::from_secs(u64::try_from(job.retry_backoff_seconds).unwrap_or(60));
             let delay = base.saturating_mul(factor).min(MAX_BACKOFF);
-            let mut tx = self.db.begin().await?;
+            let mut tx = crate::db::write(&self.db).await?;
             if jobs::requeue(&mut tx, &run.id, next, &failure.message).await? {
                 queue::push(&mut tx, &run.id, next, delay).await.map_err(JobError::Queue)?;
             }

@@ -84,7 +84,7 @@ impl Scheduler {
 
     async fn fire(&self, job: &JobRow, now: DateTime<Utc>) -> Result<(), JobError> {
         let Some(due_at) = job.next_run_at else { return Ok(()) };
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::write(&self.db).await?;
         let schedule = match Schedule::parse(&job.schedule, &job.time_zone) {
             Ok(schedule) => schedule,
             Err(_) => {
