@@ -23,9 +23,10 @@ use crate::chat::ChatService;
 use crate::config::{ConfigReloader, ConfigStore, Env, WatchOptions, watcher};
 use crate::controller;
 use crate::db;
+use crate::jobs::delivery::{self, Deliverer};
 use crate::jobs::runner::Runner;
 use crate::jobs::scheduler::{self, Scheduler};
-use crate::jobs::{Activity, JobStore, queue};
+use crate::jobs::{Activity, Credentials, JobStore, queue};
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
 use crate::prompts::PromptLibrary;
@@ -47,6 +48,8 @@ pub struct Application {
     cluster: Option<(kube::Client, controller::Options)>,
     scheduler: Arc<Scheduler>,
     runner: Arc<Runner>,
+    deliverer: Arc<Deliverer>,
+    credentials: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for Application {
@@ -113,15 +116,23 @@ impl Application {
         let activity = Arc::new(Activity::new(metrics.clone()));
         let jobs =
             Arc::new(JobStore::new(pool.clone(), prompts.clone(), AuditLog::new(pool.clone()), activity.clone()));
-        let runner = Arc::new(Runner::new(pool.clone(), store.clone(), prompts.clone(), agent, activity.clone()));
-        let scheduler = Arc::new(Scheduler::new(pool.clone(), activity));
+        let credentials = Arc::new(Credentials::default());
+        let runner = Arc::new(Runner::new(
+            pool.clone(),
+            store.clone(),
+            prompts.clone(),
+            agent,
+            activity.clone(),
+            credentials.clone(),
+        ));
+        let scheduler = Arc::new(Scheduler::new(pool.clone(), activity.clone()));
         let queue_pool = db::connect_with(&settings.database.database_url, 2).await?;
         if !settings.skip_migrations {
             queue::setup(&queue_pool).await.context("creating the job queue's tables")?;
         }
         let cluster = match controller::connect(settings.controller.controller).await? {
             Some(client) => {
-                runner.use_secrets(Arc::new(controller::ClusterSecrets::new(client.clone())));
+                credentials.use_source(Arc::new(controller::ClusterSecrets::new(client.clone())));
                 let options = controller_options(&settings.controller, &client).await;
                 tracing::info!(
                     namespaces = if options.watch_namespaces.is_empty() {
@@ -158,6 +169,15 @@ impl Application {
             Some(url) => url.clone(),
             None => format!("http://{}", listener.local_addr()?).parse().context("the listen address as a URL")?,
         };
+        let deliverer = Arc::new(Deliverer::new(
+            pool.clone(),
+            store.clone(),
+            mcp.clone(),
+            activity,
+            credentials.clone(),
+            AuditLog::new(pool.clone()),
+            public_url.origin().ascii_serialization(),
+        ));
         let client_ip_header = settings
             .web
             .client_ip_header
@@ -192,6 +212,8 @@ impl Application {
             cluster,
             scheduler,
             runner,
+            deliverer,
+            credentials,
         })
     }
 
@@ -212,12 +234,34 @@ impl Application {
         self.scheduler.clone()
     }
 
+    /// Where Kubernetes jobs read their Secrets: the cluster's, or (tests without one) a
+    /// source of the caller's.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.clone()
+    }
+
+    /// The delivery worker, to deliver due deliveries by hand (tests).
+    pub fn deliverer(&self) -> Arc<Deliverer> {
+        self.deliverer.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight requests (bounded by
     /// the shutdown timeout), stops the watcher and closes the database. Returns an
     /// error when a task that must run for the whole life of the process stopped early.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, state, watch, shutdown_timeout, queue_pool, cluster, scheduler, runner } =
-            self;
+        let Self {
+            listener,
+            metrics_listener,
+            state,
+            watch,
+            shutdown_timeout,
+            queue_pool,
+            cluster,
+            scheduler,
+            runner,
+            deliverer,
+            credentials: _,
+        } = self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;
 
@@ -225,6 +269,7 @@ impl Application {
         let background = shutdown.child_token();
         let (jobs, prompts) = (state.jobs.clone(), state.prompts.clone());
         let worker = tokio::spawn(queue::work(queue_pool.clone(), runner, background.clone()));
+        let delivering = tokio::spawn(delivery::run(deliverer, background.clone()));
         // Without a cluster this replica always schedules; with one, only while it leads.
         let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
         let scheduler = tokio::spawn(scheduler::run(scheduler, following, background.clone()));
@@ -289,6 +334,7 @@ impl Application {
             }
             let _ = scheduler.await;
             let _ = worker.await;
+            let _ = delivering.await;
         };
         if tokio::time::timeout(shutdown_timeout, stopping).await.is_err() {
             tracing::warn!("the controller, scheduler or job worker did not stop in time");

@@ -25,6 +25,39 @@ pub struct ServiceConfig {
     /// How answers use tools.
     #[serde(default)]
     pub agent: AgentSettings,
+    /// How scheduled jobs' answers are delivered.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+/// Delivering job results to Jira, Confluence, webhooks and conversations.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Hosts (names or IP addresses, exactly) a webhook may reach over plain http or at a
+    /// private address; by default only loopback is, and every other webhook needs https
+    /// to a public address.
+    pub webhook_allow: Vec<String>,
+    /// Tries of a delivery that fails for a reason that may pass (an outage, a timeout)
+    /// before it counts as failed.
+    pub max_attempts: u32,
+    /// Wait before the second try; doubled for each further one (at most an hour).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Limit for one webhook request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            webhook_allow: Vec::new(),
+            max_attempts: 6,
+            retry_backoff: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The agent loop: the LLM calls tools, reads their results, and answers.

@@ -14,9 +14,13 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::json;
 
-use super::resources::{LastRun, Prompt, PromptJob, PromptJobStatus, PromptSpec, PromptStatus, RUN_NOW_ANNOTATION};
+use super::resources::{
+    DeliveryStatus, LastRun, Prompt, PromptJob, PromptJobStatus, PromptSpec, PromptStatus, RUN_NOW_ANNOTATION,
+    SecretKeyRef,
+};
 use super::{Context, FIELD_MANAGER, FINALIZER};
-use crate::jobs::{JobDefinition, JobError, JobState, RunStatus, Source, Trigger};
+use crate::db::repositories::deliveries::DeliveryRow;
+use crate::jobs::{DeliveryState, JobDefinition, JobError, JobState, RunStatus, Source, Trigger};
 use crate::prompts::{PromptError, PromptRef};
 
 /// The longest a job's status goes without a look (runs on other replicas).
@@ -188,17 +192,26 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
     }
     if problem.is_none()
         && let Some(reference) = &spec.credentials_secret_ref
+        && !has_secret_key(context, &namespace, reference).await?
     {
-        let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-        let has_key = secrets
-            .get_opt(&reference.name)
-            .await?
-            .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&reference.key)));
-        if !has_key {
+        problem = Some((
+            "CredentialsMissing",
+            format!("Secret {:?} with key {:?} does not exist in namespace {namespace}", reference.name, reference.key),
+        ));
+    }
+    if problem.is_none()
+        && let Some(first) =
+            crate::jobs::delivery::check_targets(&spec.deliver, &spec.variables, false).into_iter().next()
+    {
+        problem = Some(("InvalidDelivery", first));
+    }
+    for hook in spec.deliver.iter().filter_map(|t| t.webhook.as_ref()) {
+        let Some(reference) = hook.secret_ref.as_ref().filter(|_| problem.is_none()) else { continue };
+        if !has_secret_key(context, &namespace, reference).await? {
             problem = Some((
-                "CredentialsMissing",
+                "DeliverySecretMissing",
                 format!(
-                    "Secret {:?} with key {:?} does not exist in namespace {namespace}",
+                    "Secret {:?} with key {:?} (a webhook's signing key) does not exist in namespace {namespace}",
                     reference.name, reference.key
                 ),
             ));
@@ -227,6 +240,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
             retry_backoff_seconds: spec.retries.backoff_seconds,
             secret: spec.credentials_secret_ref.as_ref().map(|s| (s.name.clone(), s.key.clone())),
             allowed_write_tools: spec.allowed_write_tools.clone(),
+            deliver: spec.deliver.clone(),
             problem: problem.as_ref().map(|(_, message)| message.clone()),
         })
         .await?;
@@ -266,7 +280,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         observed_generation: job.metadata.generation,
         next_run_time: state.job.next_run_at,
         last_schedule_time: state.job.last_schedule_at,
-        last_run: state.last_finished.as_ref().map(last_run),
+        last_run: state.last_finished.as_ref().map(|run| last_run(run, &state.deliveries)),
         active: state.open.iter().filter(|r| r.status == RunStatus::Running).map(|r| r.id.clone()).collect(),
         last_handled_run_now: run_now.or(old.last_handled_run_now.clone()),
     };
@@ -281,6 +295,13 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         return Ok(Action::requeue(PROBLEM_RESYNC));
     }
     Ok(Action::requeue(requeue_after(&state)))
+}
+
+/// Whether the Secret a spec names exists with the key it names.
+async fn has_secret_key(context: &Context, namespace: &str, reference: &SecretKeyRef) -> Result<bool, Error> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let secret = secrets.get_opt(&reference.name).await?;
+    Ok(secret.is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&reference.key))))
 }
 
 /// Back soon after the next firing (to show the run), at the latest after `RESYNC`.
@@ -310,9 +331,30 @@ async fn report_transitions(context: &Context, job: &PromptJob, old: &PromptJobS
             publish(context, job, EventType::Warning, "RunFailed", &message);
         }
     }
+    let Some(run) = &new.last_run else { return };
+    let before = old.last_run.as_ref().filter(|r| r.id == run.id).map_or(&[][..], |r| &r.deliveries[..]);
+    for delivery in &run.deliveries {
+        let was = before.iter().find(|d| d.target == delivery.target).map(|d| d.state.as_str());
+        if was == Some(delivery.state.as_str()) {
+            continue;
+        }
+        match delivery.state.as_str() {
+            "delivered" => {
+                let to = delivery.link.as_deref().map(|l| format!(": {l}")).unwrap_or_default();
+                let note = format!("run {} delivered to {}{to}", run.id, delivery.target);
+                publish(context, job, EventType::Normal, "DeliverySucceeded", &note);
+            }
+            "failed" => {
+                let why = delivery.error.as_deref().unwrap_or("failed");
+                let note = format!("run {} not delivered to {}: {why}", run.id, delivery.target);
+                publish(context, job, EventType::Warning, "DeliveryFailed", &note);
+            }
+            _ => {}
+        }
+    }
 }
 
-fn last_run(run: &crate::db::repositories::jobs::RunRow) -> LastRun {
+fn last_run(run: &crate::db::repositories::jobs::RunRow, deliveries: &[DeliveryRow]) -> LastRun {
     let succeeded = run.status == RunStatus::Succeeded;
     let text = if succeeded { run.output.as_str() } else { run.error.as_deref().unwrap_or("failed") };
     let first_line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('>')).unwrap_or("");
@@ -323,6 +365,20 @@ fn last_run(run: &crate::db::repositories::jobs::RunRow) -> LastRun {
         completion_time: run.finished_at,
         result: if succeeded { "Succeeded" } else { "Failed" }.into(),
         message: Some(if cut { format!("{short}…") } else { short.to_owned() }),
+        delivered: (!deliveries.is_empty()).then(|| {
+            let done = deliveries.iter().filter(|d| d.state == DeliveryState::Delivered).count();
+            format!("{done}/{}", deliveries.len())
+        }),
+        deliveries: deliveries
+            .iter()
+            .map(|d| DeliveryStatus {
+                target: d.target_name.clone(),
+                state: d.state.as_str().to_owned(),
+                attempts: d.attempts,
+                link: d.link.clone(),
+                error: d.last_error.clone().filter(|_| d.state != DeliveryState::Delivered),
+            })
+            .collect(),
     }
 }
 
@@ -607,6 +663,37 @@ mod tests {
         assert_eq!(row.problem.as_deref(), Some(message));
         assert_eq!(row.prompt_ref.as_deref(), Some("team-a/later"), "a full reference to the Prompt");
         assert_eq!(row.next_run_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_job_with_a_bad_delivery_target_or_a_missing_webhook_secret_is_not_ready_with_the_reason() {
+        let cases = [
+            (
+                json!([{"name": "c", "conversation": {}}]),
+                "InvalidDelivery",
+                "delivery target \"c\": a conversation target is for personal jobs (a PromptJob has no owner)",
+            ),
+            (
+                json!([{"name": "j", "jiraComment": {"issue": "{{project}}-7"}}]),
+                "InvalidDelivery",
+                "delivery target \"j\": issue: {{project}} is neither one of the job's variables nor date",
+            ),
+            (
+                json!([{"name": "h", "webhook": {"url": "https://hooks.example/x", "secretRef": {"name": "hook", "key": "k"}}}]),
+                "DeliverySecretMissing",
+                "Secret \"hook\" with key \"k\" (a webhook's signing key) does not exist in namespace team-a",
+            ),
+        ];
+        for (deliver, reason, message) in cases {
+            let spec = json!({"schedule": "0 9 * * MON", "prompt": "Hi", "deliver": deliver});
+            let object = job_object("weekly", &spec);
+            let api = FakeApi::with(&[(&format!("{JOBS}/weekly"), object.clone())]);
+            let fixture = fixture(&api).await;
+            assert_eq!(job_reconcile(&fixture, object).await, Action::requeue(PROBLEM_RESYNC));
+            let status = api.status_written(&format!("{JOBS}/weekly"));
+            assert_eq!(ready_of(&status), ("False".into(), reason.into(), message.into()), "{deliver}");
+            assert_eq!(fixture.context.jobs.get(0, "uid-weekly").await.unwrap().next_run_at, None);
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use kube::{CustomResource, CustomResourceExt as _, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use crate::jobs::ConcurrencyPolicy;
+pub use crate::jobs::model::{SecretKeyRef, Target};
 use crate::prompts::{self, Problem, Variable};
 
 /// The group both kinds belong to.
@@ -90,6 +91,7 @@ pub struct PromptStatus {
     printcolumn = r#"{"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"}"#,
     printcolumn = r#"{"name": "Last Run", "type": "date", "jsonPath": ".status.lastRun.startTime"}"#,
     printcolumn = r#"{"name": "Result", "type": "string", "jsonPath": ".status.lastRun.result"}"#,
+    printcolumn = r#"{"name": "Delivered", "type": "string", "jsonPath": ".status.lastRun.delivered"}"#,
     printcolumn = r#"{"name": "Next Run", "type": "string", "jsonPath": ".status.nextRunTime"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -139,6 +141,13 @@ pub struct PromptJobSpec {
     /// Every other write tool is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_write_tools: Vec<String>,
+    /// Where each succeeded run's answer is delivered: a list of targets, each with a
+    /// unique `name` and exactly one of `jiraComment`, `confluencePage` or `webhook`.
+    /// Declaring a Jira or Confluence target approves the one write it implies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new("self.all(t, (has(t.jiraComment) ? 1 : 0) + (has(t.confluencePage) ? 1 : 0) + (has(t.webhook) ? 1 : 0) + (has(t.conversation) ? 1 : 0) == 1)").message("each delivery target sets exactly one of jiraComment, confluencePage, webhook"))]
+    pub deliver: Vec<Target>,
 }
 
 fn utc() -> String {
@@ -150,20 +159,6 @@ fn utc() -> String {
 pub struct PromptRef {
     /// The Prompt's name.
     pub name: String,
-}
-
-/// A key in a Secret of the same namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct SecretKeyRef {
-    /// The Secret's name.
-    pub name: String,
-    /// The key within the Secret. Default `token`.
-    #[serde(default = "token_key")]
-    pub key: String,
-}
-
-fn token_key() -> String {
-    "token".into()
 }
 
 impl PromptSpec {
@@ -280,6 +275,30 @@ pub struct LastRun {
     /// The first line of the answer or the reason it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Delivered targets of all, e.g. `2/2`, when the job delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<String>,
+    /// Each target's delivery of this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryStatus>,
+}
+
+/// Where one delivery of a run stands.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// The target's name.
+    pub target: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Tries so far.
+    pub attempts: i64,
+    /// What was written, when it has an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Why the last try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Both CRDs, as applied to a cluster.

@@ -6,6 +6,7 @@
 //! people change and read), the [`scheduler::Scheduler`] and the [`runner::Runner`]; the
 //! controller and the web handlers are thin adapters over the store.
 
+pub mod delivery;
 pub mod model;
 pub mod queue;
 pub mod runner;
@@ -26,7 +27,7 @@ use crate::audit::{self, Actor, AuditLog, Outcome};
 use crate::db::repositories::jobs::{self, JobRow, RunRow};
 use crate::prompts::{PromptLibrary, PromptRef};
 use crate::telemetry::metrics::Metrics;
-pub use model::{ConcurrencyPolicy, RunStatus, Source, Trigger};
+pub use model::{ConcurrencyPolicy, DeliveryState, RunStatus, Source, Target, Trigger};
 pub use schedule::{Schedule, ScheduleError};
 
 /// How many runs a job's history shows.
@@ -60,6 +61,41 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
     ) -> futures_util::future::BoxFuture<'a, Result<secrecy::SecretString, String>>;
 }
 
+/// Whose credentials a job's runs and deliveries use: a personal job's owner's, or the
+/// token in a PromptJob's Secret, read through the cluster's [`SecretSource`] at the moment
+/// it is needed (never stored).
+#[derive(Debug, Default)]
+pub struct Credentials {
+    source: std::sync::OnceLock<Arc<dyn SecretSource>>,
+}
+
+impl Credentials {
+    /// Gives Kubernetes jobs a place to read their Secrets from.
+    pub fn use_source(&self, source: Arc<dyn SecretSource>) {
+        let _ = self.source.set(source);
+    }
+
+    /// The value under `key` of the Secret `name` in the job's namespace.
+    pub async fn secret(&self, job: &JobRow, name: &str, key: &str) -> Result<secrecy::SecretString, String> {
+        let namespace = job.namespace.as_deref().ok_or("only a PromptJob can read a Secret")?;
+        let source = self.source.get().ok_or("no cluster connection to read the Secret with")?;
+        source.token(namespace, name, key).await
+    }
+
+    /// Whose tokens the job's MCP calls use.
+    pub async fn principal(&self, job: &JobRow) -> Result<crate::mcp::Principal, String> {
+        use crate::mcp::Principal;
+        if let Some(owner) = job.owner_id {
+            return Ok(Principal::User(owner));
+        }
+        let (Some(name), Some(key)) = (&job.secret_name, &job.secret_key) else {
+            return Ok(Principal::Token { scope: job.id.clone(), token: None });
+        };
+        let token = self.secret(job, name, key).await?;
+        Ok(Principal::Token { scope: job.id.clone(), token: Some(token) })
+    }
+}
+
 /// A job as its source declares it.
 #[derive(Debug, Clone)]
 pub struct JobDefinition {
@@ -83,6 +119,8 @@ pub struct JobDefinition {
     /// Secret name and key holding the run's token (Kubernetes jobs).
     pub secret: Option<(String, String)>,
     pub allowed_write_tools: Vec<String>,
+    /// Where succeeded runs are delivered.
+    pub deliver: Vec<Target>,
     /// Why the job cannot be scheduled, found by its source (a missing Prompt or Secret).
     pub problem: Option<String>,
 }
@@ -101,6 +139,8 @@ pub struct JobChanged {
 pub struct JobState {
     pub job: JobRow,
     pub last_finished: Option<RunRow>,
+    /// The deliveries of the latest finished run.
+    pub deliveries: Vec<crate::db::repositories::deliveries::DeliveryRow>,
     pub open: Vec<RunRow>,
 }
 
@@ -115,6 +155,8 @@ pub struct NewPersonalJob {
     /// …or this text.
     pub prompt: Option<String>,
     pub variables: BTreeMap<String, String>,
+    /// Where its runs are delivered (no webhook Secret: a personal job has no namespace).
+    pub deliver: Vec<Target>,
 }
 
 /// What the store, the scheduler and the runner share in one process: the runs executing
@@ -125,6 +167,8 @@ pub struct Activity {
     metrics: Arc<Metrics>,
     /// Wakes the scheduler when a job's next firing may have moved earlier.
     wake: Notify,
+    /// Wakes the delivery worker when deliveries became due.
+    deliveries: Notify,
     changes: broadcast::Sender<JobChanged>,
     /// Runs executing in this process, by run id, to cancel on `Replace` or delete.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -132,7 +176,13 @@ pub struct Activity {
 
 impl Activity {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics, wake: Notify::new(), changes: broadcast::channel(1024).0, running: Mutex::new(HashMap::new()) }
+        Self {
+            metrics,
+            wake: Notify::new(),
+            deliveries: Notify::new(),
+            changes: broadcast::channel(1024).0,
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<JobChanged> {
@@ -230,6 +280,7 @@ impl JobStore {
             secret_name: definition.secret.as_ref().map(|s| s.0.clone()),
             secret_key: definition.secret.as_ref().map(|s| s.1.clone()),
             allowed_write_tools: Json(definition.allowed_write_tools),
+            deliver: Json(definition.deliver),
             problem,
             next_run_at: next,
             last_schedule_at: existing.as_ref().and_then(|e| e.last_schedule_at),
@@ -260,7 +311,11 @@ impl JobStore {
         let mut conn = self.db.acquire().await?;
         let last_finished = jobs::last_finished(&mut conn, &job.id).await?;
         let open = jobs::open_runs(&mut conn, &job.id).await?;
-        Ok(JobState { job, last_finished, open })
+        let deliveries = match &last_finished {
+            Some(run) => crate::db::repositories::deliveries::for_run(&mut conn, &run.id).await?,
+            None => Vec::new(),
+        };
+        Ok(JobState { job, last_finished, deliveries, open })
     }
 
     /// Jobs a user sees: all Kubernetes jobs and their own.
@@ -326,6 +381,9 @@ impl JobStore {
             }
             (None, Some(_)) => {}
         }
+        if let Some(problem) = delivery::check_targets(&new.deliver, &new.variables, true).into_iter().next() {
+            return Err(JobError::Invalid(problem));
+        }
         let row = self
             .apply(JobDefinition {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -345,6 +403,7 @@ impl JobStore {
                 retry_backoff_seconds: 60,
                 secret: None,
                 allowed_write_tools: Vec::new(),
+                deliver: new.deliver,
                 problem: None,
             })
             .await?;

@@ -10,17 +10,17 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sqlx::SqlitePool;
 
-use super::{Activity, JobError, RunStatus, SecretSource, queue};
+use super::{Activity, Credentials, JobError, RunStatus, queue};
 use crate::agent::Agent;
 use crate::agent::{self, AgentError, Observer, ToolCallRecord};
 use crate::config::ConfigStore;
+use crate::db::repositories::deliveries;
 use crate::db::repositories::jobs::{self, JobRow, RunOutcome, RunRow};
 use crate::llm::Usage;
-use crate::mcp::Principal;
 use crate::prompts::PromptLibrary;
 use crate::prompts::{self, Prompt, PromptRef};
 
@@ -62,13 +62,12 @@ pub struct Runner {
     prompts: Arc<PromptLibrary>,
     agent: Arc<Agent>,
     activity: Arc<Activity>,
-    /// Where Kubernetes jobs' tokens are read, when a cluster is in use.
-    secrets: OnceLock<Arc<dyn SecretSource>>,
+    credentials: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("secrets", &self.secrets.get()).finish_non_exhaustive()
+        f.debug_struct("Runner").field("credentials", &self.credentials).finish_non_exhaustive()
     }
 }
 
@@ -79,13 +78,9 @@ impl Runner {
         prompts: Arc<PromptLibrary>,
         agent: Arc<Agent>,
         activity: Arc<Activity>,
+        credentials: Arc<Credentials>,
     ) -> Self {
-        Self { db, config, prompts, agent, activity, secrets: OnceLock::new() }
-    }
-
-    /// Gives runs of Kubernetes jobs a place to read their tokens from.
-    pub fn use_secrets(&self, source: Arc<dyn SecretSource>) {
-        let _ = self.secrets.set(source);
+        Self { db, config, prompts, agent, activity, credentials }
     }
 
     /// Runs one queued attempt. Safe to call again for the same attempt: only the call that
@@ -125,7 +120,15 @@ impl Runner {
                     completion_tokens: tokens(success.usage.completion_tokens),
                     tool_calls: &success.tool_calls,
                 };
-                jobs::finish(&mut *self.db.acquire().await?, &run.id, &outcome).await?;
+                // The deliveries are due the moment the run is recorded succeeded, not before.
+                let mut tx = crate::db::write(&self.db).await?;
+                if jobs::finish(&mut tx, &run.id, &outcome).await? {
+                    deliveries::create(&mut tx, &run.id, &job.id, &job.deliver.0, chrono::Utc::now()).await?;
+                }
+                tx.commit().await?;
+                if !job.deliver.0.is_empty() {
+                    self.activity.deliveries.notify_one();
+                }
                 self.activity.count(RunStatus::Succeeded);
                 tracing::info!(job = job.name, run = run_id, "run succeeded");
             }
@@ -174,7 +177,7 @@ impl Runner {
             self.config.current().ok_or_else(|| Failure::before_start("no valid configuration is loaded"))?;
         let prompt = self.prompt_of(job).await.map_err(Failure::before_start)?;
         let text = prompts::render(&prompt, &variables(job)).map_err(|e| Failure::before_start(e.to_string()))?;
-        let principal = self.principal_of(job).await.map_err(Failure::before_start)?;
+        let principal = self.credentials.principal(job).await.map_err(Failure::before_start)?;
         let endpoint = prompt.endpoint.clone().unwrap_or_else(|| snapshot.config.service.default_endpoint.clone());
         let observer = Unattended { allowed: job.allowed_write_tools.0.clone(), calls: Mutex::new(Vec::new()) };
         let messages = vec![
@@ -211,19 +214,6 @@ impl Runner {
         let name = job.prompt_ref.as_deref().ok_or("the job names no prompt")?;
         let reference = PromptRef::parse(name).map_err(|e| e.to_string())?;
         self.prompts.find(&reference, job.owner_id).await.map_err(|e| e.to_string())
-    }
-
-    /// Whose tokens the run uses: a personal job's owner, or the Secret of a PromptJob.
-    async fn principal_of(&self, job: &JobRow) -> Result<Principal, String> {
-        if let Some(owner) = job.owner_id {
-            return Ok(Principal::User(owner));
-        }
-        let (Some(namespace), Some(name), Some(key)) = (&job.namespace, &job.secret_name, &job.secret_key) else {
-            return Ok(Principal::Token { scope: job.id.clone(), token: None });
-        };
-        let secrets = self.secrets.get().ok_or("no cluster connection to read the credentials Secret with")?;
-        let token = secrets.token(namespace, name, key).await?;
-        Ok(Principal::Token { scope: job.id.clone(), token: Some(token) })
     }
 }
 

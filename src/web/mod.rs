@@ -113,6 +113,7 @@ fn routes(exposure: Exposure) -> Routes {
         .get("/jobs/{id}", SignedIn, pages::jobs::job)
         .get("/jobs/{id}/runs", SignedIn, pages::jobs::runs)
         .post("/jobs/{id}/run", SignedIn, pages::jobs::run_now)
+        .post("/jobs/{id}/runs/{run_id}/deliveries/{target}/retry", SignedIn, pages::jobs::redeliver)
         .post("/jobs/{id}/pause", SignedIn, pages::jobs::pause)
         .post("/jobs/{id}/resume", SignedIn, pages::jobs::resume)
         .post("/jobs/{id}/delete", SignedIn, pages::jobs::delete)

@@ -80,6 +80,10 @@ pub struct TestApp {
     pub state: AppState,
     /// Fires due jobs by hand.
     pub scheduler: Arc<promptops::jobs::scheduler::Scheduler>,
+    /// Delivers due deliveries by hand.
+    pub deliverer: Arc<promptops::jobs::delivery::Deliverer>,
+    /// Where Kubernetes jobs read Secrets (no cluster here: a test gives its own).
+    pub credentials: Arc<promptops::jobs::Credentials>,
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub kubelet: Option<KubeletDir>,
@@ -165,6 +169,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let scheduler = app.scheduler();
+    let deliverer = app.deliverer();
+    let credentials = app.credentials();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
@@ -173,6 +179,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         client: reqwest::Client::new(),
         state,
         scheduler,
+        deliverer,
+        credentials,
         config_dir,
         data_dir,
         kubelet,

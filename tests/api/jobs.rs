@@ -68,6 +68,7 @@ fn kubernetes_definition(id: &str, name: &str, schedule: &str, prompt: &str) -> 
         retry_backoff_seconds: 60,
         secret: None,
         allowed_write_tools: Vec::new(),
+        deliver: Vec::new(),
         problem: None,
     }
 }

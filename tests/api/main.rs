@@ -13,6 +13,7 @@ mod config_reload;
 #[path = "../support/configmap.rs"]
 mod configmap;
 mod crds;
+mod delivery;
 mod helpers;
 mod jobs;
 mod mcp;
@@ -26,4 +27,5 @@ mod security;
 mod smoke;
 #[path = "../support/stub_atlassian.rs"]
 mod stub_atlassian;
+mod stub_writes;
 mod vault;

@@ -1,7 +1,9 @@
 //! A stub Jira Server/Data Center (REST v2) and Confluence Server (REST `/rest/api`) on one
 //! loopback port, answering exactly the calls mcp-atlassian 0.23.1 makes for
-//! `jira_get_issue`, `jira_search`, `jira_add_comment` and the Confluence page/search
-//! tools. Point mcp-atlassian's `JIRA_URL` and `CONFLUENCE_URL` at [`StubAtlassian::base`].
+//! `jira_get_issue` (with its comments), `jira_search`, `jira_add_comment`,
+//! `confluence_search`, `confluence_get_page` (by id, or by space and title),
+//! `confluence_create_page` and `confluence_update_page`. Point mcp-atlassian's `JIRA_URL`
+//! and `CONFLUENCE_URL` at [`StubAtlassian::base`].
 //!
 //! Users are known by personal access token, sent as `Authorization: Bearer <pat>` (what
 //! mcp-atlassian forwards for a client's `Authorization: Token <pat>`): `alice-pat` is Alice
@@ -9,10 +11,30 @@
 //!
 //! Project PAY: PAY-7 "Payment retries fail" is blocked by PAY-9 (an issue link of type
 //! Blocks, and said in its description and comments), PAY-1 is their epic, PAY-8 is done.
+//! Comments are state: posted ones are stored and read back (`GET .../comment` and the
+//! issue's `comment` field).
+//!
+//! Confluence space PAY ("Payments") starts with two pages (98305 "Payments runbook: card
+//! payment retries", 98306 "Gateway SDK v5 migration plan"). Pages are state, like Confluence:
+//! `POST /rest/api/content` creates one (version 1; 400 "A page with this title already
+//! exists" for a title the space has, 404 for an unknown space or parent), `PUT
+//! /rest/api/content/{id}` replaces title and body and must carry the current version + 1
+//! (else 409), `GET /rest/api/content/{id}/history` has the version to bump, `GET
+//! /rest/api/content?spaceKey=&title=` finds by title, and a little CQL (`type`, `space`, `id`,
+//! `parent`/`ancestor`, `title =` exact, `title ~` words of the title, `text ~`/`siteSearch ~`
+//! words of title and body) serves `/rest/api/search`. See [`StubAtlassian::pages_titled`]
+//! and [`StubAtlassian::all_pages`].
+//!
+//! Faults, off by default: [`StubAtlassian::set_outage`] answers every Atlassian route 503
+//! (an HTML body, as a proxy in front of a down Jira would); [`StubAtlassian::set_write_status`]
+//! answers the writes (add comment, create/update page) with that status and an
+//! Atlassian-shaped error body, writing nothing. Both are still recorded.
+//!
 //! Every request is recorded (method, path, query, Authorization, body, status); a route the
 //! stub does not know is logged on stderr as `UNKNOWN ROUTE` and answered 404, so a gap
-//! shows at once. Out of process (the `stub_atlassian` example), `GET /__stub/requests` and
-//! `GET /__stub/comments/{key}` return the same records as JSON (no auth, not recorded).
+//! shows at once. Out of process (the `stub_atlassian` example), `GET /__stub/requests`,
+//! `GET /__stub/comments/{key}` and `GET /__stub/pages` return the same records as JSON (no
+//! auth, not recorded, never faulted).
 
 #![allow(dead_code, clippy::needless_pass_by_value)]
 
@@ -77,6 +99,29 @@ pub struct StubComment {
     pub created: String,
 }
 
+/// A Confluence page as the stub stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StubPage {
+    pub id: String,
+    /// Space key (`PAY`).
+    pub space: String,
+    pub title: String,
+    /// The body in storage format (XHTML), as last written.
+    pub body: String,
+    /// 1 when created, one more on every update.
+    pub version: u32,
+    /// Username of whoever created the page (`alice`).
+    pub author: String,
+    /// Username of whoever wrote the current version.
+    pub updated_by: String,
+    /// When the current version was written (`2026-03-09T17:20:00.000Z`).
+    pub when: String,
+    /// When the page was created.
+    pub created: String,
+    /// The parent page's id, if it has one.
+    pub parent_id: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct StubUser {
     pub name: String,
@@ -94,6 +139,13 @@ struct StubState {
     /// Issue key -> comments, oldest first.
     comments: Mutex<HashMap<String, Vec<StubComment>>>,
     next_comment_id: Mutex<u64>,
+    /// Confluence pages, in creation order.
+    pages: Mutex<Vec<StubPage>>,
+    next_page_id: Mutex<u64>,
+    /// While true, every Atlassian route answers 503.
+    outage: Mutex<bool>,
+    /// While set, writes answer this status and write nothing.
+    write_status: Mutex<Option<u16>>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +176,10 @@ impl StubAtlassian {
             requests: Mutex::default(),
             comments: Mutex::new(seed_comments()),
             next_comment_id: Mutex::new(10230),
+            pages: Mutex::new(seed_pages()),
+            next_page_id: Mutex::new(98400),
+            outage: Mutex::new(false),
+            write_status: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -141,7 +197,8 @@ impl StubAtlassian {
         self.state.requests.lock().unwrap().clone()
     }
 
-    /// Requests other than GET/HEAD (comment posts, ...).
+    /// Requests other than GET/HEAD (comment posts, page creates and updates), including those
+    /// answered with an error (an outage, a refused write: see [`Recorded::status`]).
     pub fn writes(&self) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.method != "GET" && r.method != "HEAD").collect()
     }
@@ -172,9 +229,36 @@ impl StubAtlassian {
         self.state.comments.lock().unwrap().get(key).cloned().unwrap_or_default()
     }
 
-    /// Forgets the recorded requests (not the comments).
+    /// Forgets the recorded requests (not the comments or pages).
     pub fn clear_requests(&self) {
         self.state.requests.lock().unwrap().clear();
+    }
+
+    /// Every Confluence page, seeded ones first, then in creation order.
+    pub fn all_pages(&self) -> Vec<StubPage> {
+        self.state.pages.lock().unwrap().clone()
+    }
+
+    /// The pages of this space with this exact title (Confluence allows one; a list so a
+    /// test can assert there is exactly one).
+    pub fn pages_titled(&self, space: &str, title: &str) -> Vec<StubPage> {
+        self.all_pages().into_iter().filter(|p| p.space == space && p.title == title).collect()
+    }
+
+    /// The page with this id, if there is one.
+    pub fn page(&self, id: &str) -> Option<StubPage> {
+        self.all_pages().into_iter().find(|p| p.id == id)
+    }
+
+    /// While on, every Atlassian route answers `503 Service Unavailable` (recorded as usual).
+    pub fn set_outage(&self, on: bool) {
+        *self.state.outage.lock().unwrap() = on;
+    }
+
+    /// While `Some(status)`, the writes (add comment, create page, update page) answer that
+    /// status with an Atlassian-shaped error body and write nothing; `None` lets them through.
+    pub fn set_write_status(&self, status: Option<u16>) {
+        *self.state.write_status.lock().unwrap() = status;
     }
 }
 
@@ -202,11 +286,23 @@ enum Route {
     JiraUser,
     ConfluenceCurrentUser,
     ConfluenceContent(String),
+    ConfluenceContentList,
+    ConfluenceCreate,
+    ConfluenceUpdate(String),
+    ConfluenceHistory(String),
     ConfluenceProperties(String),
     ConfluenceSearch,
     /// Introspection for out-of-process users: not Atlassian, not recorded, no auth.
     StubRequests,
     StubComments(String),
+    StubPages,
+}
+
+impl Route {
+    /// The routes that change something (and that [`StubAtlassian::set_write_status`] refuses).
+    fn writes(&self) -> bool {
+        matches!(self, Route::JiraAddComment(_) | Route::ConfluenceCreate | Route::ConfluenceUpdate(_))
+    }
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
@@ -214,6 +310,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
+    let put = method == Method::PUT;
     match segments.as_slice() {
         ["rest", "api", "2", "myself"] if get => Some(Route::JiraMyself),
         ["rest", "api", "2", "serverInfo"] if get => Some(Route::JiraServerInfo),
@@ -224,11 +321,16 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         ["rest", "api", "2", "issue", key, "comment"] if get => Some(Route::JiraComments((*key).to_owned())),
         ["rest", "api", "2", "issue", key, "comment"] if post => Some(Route::JiraAddComment((*key).to_owned())),
         ["rest", "api", "user", "current"] if get => Some(Route::ConfluenceCurrentUser),
+        ["rest", "api", "content"] if get => Some(Route::ConfluenceContentList),
+        ["rest", "api", "content"] if post => Some(Route::ConfluenceCreate),
         ["rest", "api", "content", id] if get && *id != "search" => Some(Route::ConfluenceContent((*id).to_owned())),
+        ["rest", "api", "content", id] if put && *id != "search" => Some(Route::ConfluenceUpdate((*id).to_owned())),
+        ["rest", "api", "content", id, "history"] if get => Some(Route::ConfluenceHistory((*id).to_owned())),
         ["rest", "api", "content", id, "property"] if get => Some(Route::ConfluenceProperties((*id).to_owned())),
         ["rest", "api", "search"] | ["rest", "api", "content", "search"] if get => Some(Route::ConfluenceSearch),
         ["__stub", "requests"] if get => Some(Route::StubRequests),
         ["__stub", "comments", key] if get => Some(Route::StubComments((*key).to_owned())),
+        ["__stub", "pages"] if get => Some(Route::StubPages),
         _ => None,
     }
 }
@@ -259,6 +361,17 @@ async fn handle(
                 .collect();
             return axum::Json(list).into_response();
         }
+        Some(Route::StubPages) => {
+            let pages = state.pages.lock().unwrap().clone();
+            let list: Vec<Value> = pages
+                .iter()
+                .map(|p| {
+                    json!({"id": p.id, "space": p.space, "title": p.title, "body": p.body, "version": p.version,
+                        "author": p.author, "updated_by": p.updated_by, "when": p.when, "created": p.created, "parent_id": p.parent_id})
+                })
+                .collect();
+            return axum::Json(list).into_response();
+        }
         _ => {}
     }
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -266,17 +379,28 @@ async fn handle(
     let user = authorization.as_deref().and_then(|a| authenticate(&state, a));
     let route = route(&method, &path);
 
+    let outage = *state.outage.lock().unwrap();
+    let write_status = *state.write_status.lock().unwrap();
+
     let response = match (&route, &user) {
         (None, _) => {
             eprintln!(
-                "stub_atlassian: UNKNOWN ROUTE {method} {path}{}{query} (answering 404)",
-                if query.is_empty() { "" } else { "?" }
+                "stub_atlassian: UNKNOWN ROUTE {method} {path}{}{query} (answering {})",
+                if query.is_empty() { "" } else { "?" },
+                if outage { "503, outage" } else { "404" }
             );
-            let body =
-                json!({"errorMessages": [format!("stub_atlassian has no route for {method} {path}")], "errors": {}});
-            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+            if outage {
+                service_unavailable()
+            } else {
+                let body = json!({"errorMessages": [format!("stub_atlassian has no route for {method} {path}")], "errors": {}});
+                (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+            }
         }
+        _ if outage => service_unavailable(),
         (Some(_), None) => unauthorized(&path),
+        (Some(route), Some(_)) if route.writes() && write_status.is_some() => {
+            refused_write(&path, write_status.unwrap_or(403))
+        }
         (Some(route), Some(user)) => {
             let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
             answer(&state, route, user, &params, &body)
@@ -323,6 +447,49 @@ fn unauthorized(path: &str) -> Response {
         response.headers_mut().insert("www-authenticate", "OAuth realm=\"stub-atlassian\"".parse().unwrap());
         response
     }
+}
+
+/// What a proxy in front of a down Jira/Confluence answers: 503 with an HTML page.
+fn service_unavailable() -> Response {
+    let page = "<html><head><title>503 Service Unavailable</title></head><body><h1>Service Unavailable</h1>\
+<p>The server is temporarily unable to service your request. Please try again later.</p></body></html>";
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, page).into_response();
+    response.headers_mut().insert("content-type", "text/html; charset=iso-8859-1".parse().unwrap());
+    response.headers_mut().insert("retry-after", "5".parse().unwrap());
+    response
+}
+
+/// A write refused with `status` (403 by default), shaped like Jira's or Confluence's errors.
+fn refused_write(path: &str, status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    if is_confluence(path) {
+        let message = if code == StatusCode::FORBIDDEN {
+            "User not permitted to create or edit content in this space".to_owned()
+        } else {
+            format!("{status} {reason}")
+        };
+        confluence_error(code, &message)
+    } else {
+        let message = if code == StatusCode::FORBIDDEN {
+            "You do not have the permission to comment on this issue.".to_owned()
+        } else {
+            format!("{status} {reason}")
+        };
+        (code, axum::Json(json!({"errorMessages": [message], "errors": {}}))).into_response()
+    }
+}
+
+/// Confluence's error body.
+fn confluence_error(code: StatusCode, message: &str) -> Response {
+    let body = json!({"statusCode": code.as_u16(),
+        "data": {"authorized": code != StatusCode::FORBIDDEN, "valid": true, "errors": [], "successful": false},
+        "message": message, "reason": code.canonical_reason().unwrap_or("Error")});
+    (code, axum::Json(body)).into_response()
+}
+
+fn not_found_content(id: &str) -> Response {
+    confluence_error(StatusCode::NOT_FOUND, &format!("No content found with id: ContentId{{id={id}}}"))
 }
 
 fn not_found_issue(key: &str) -> Response {
@@ -433,33 +600,56 @@ fn answer(state: &StubState, route: &Route, me: &StubUser, params: &HashMap<Stri
                 .into_response()
         }
         Route::ConfluenceCurrentUser => axum::Json(confluence_user(base, me)).into_response(),
-        Route::ConfluenceContent(id) => match pages().into_iter().find(|p| p.id == id.as_str()) {
-            Some(page) => axum::Json(page_json(base, &page, params.get("expand").map(String::as_str))).into_response(),
-            None => {
-                let body = json!({"statusCode": 404, "data": {"authorized": true, "valid": true, "errors": [], "successful": false},
-                    "message": format!("No content found with id: ContentId{{id={id}}}"), "reason": "Not Found"});
-                (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
-            }
+        Route::ConfluenceContent(id) => match find_page(state, id) {
+            Some(page) => axum::Json(page_json(state, &page, params.get("expand").map(String::as_str))).into_response(),
+            None => not_found_content(id),
+        },
+        // `get_page_by_title`: `?spaceKey=&title=&type=page&expand=`.
+        Route::ConfluenceContentList => {
+            let start: usize = params.get("start").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let limit: usize = params.get("limit").and_then(|s| s.parse().ok()).unwrap_or(25);
+            let space = params.get("spaceKey");
+            let title = params.get("title");
+            let kind = params.get("type").map_or("page", String::as_str);
+            let pages = state.pages.lock().unwrap().clone();
+            let matching: Vec<&StubPage> = pages
+                .iter()
+                .filter(|_| kind == "page")
+                .filter(|p| space.is_none_or(|s| p.space.eq_ignore_ascii_case(s)))
+                .filter(|p| title.is_none_or(|t| p.title.eq_ignore_ascii_case(t.trim())))
+                .collect();
+            let expand = params.get("expand").map(String::as_str);
+            let results: Vec<Value> =
+                matching.iter().skip(start).take(limit).map(|p| page_json(state, p, expand)).collect();
+            axum::Json(json!({"results": results, "start": start, "limit": limit, "size": results.len(),
+                "_links": {"base": base, "context": "", "self": format!("{base}/rest/api/content")}}))
+            .into_response()
+        }
+        Route::ConfluenceCreate => create_page(state, me, body),
+        Route::ConfluenceUpdate(id) => update_page(state, me, id, body),
+        Route::ConfluenceHistory(id) => match find_page(state, id) {
+            Some(page) => axum::Json(history_json(state, &page)).into_response(),
+            None => not_found_content(id),
         },
         // mcp-atlassian asks for content properties (page appearance/emoji); the pages have none.
         Route::ConfluenceProperties(id) => {
-            if !pages().iter().any(|p| p.id == id.as_str()) {
-                let body =
-                    json!({"statusCode": 404, "message": format!("No content found with id: ContentId{{id={id}}}")});
-                return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+            if find_page(state, id).is_none() {
+                return not_found_content(id);
             }
             axum::Json(json!({"results": [], "start": 0, "limit": 10, "size": 0,
                 "_links": {"base": base, "context": "", "self": format!("{base}/rest/api/content/{id}/property")}}))
             .into_response()
         }
-        Route::StubRequests | Route::StubComments(_) => StatusCode::NOT_FOUND.into_response(), // answered in handle()
+        Route::StubRequests | Route::StubComments(_) | Route::StubPages => StatusCode::NOT_FOUND.into_response(), // answered in handle()
         Route::ConfluenceSearch => {
             let cql = params.get("cql").cloned().unwrap_or_default();
             let start: usize = params.get("start").and_then(|s| s.parse().ok()).unwrap_or(0);
             let limit: usize = params.get("limit").and_then(|s| s.parse().ok()).unwrap_or(25);
-            let matching: Vec<Page> = pages().into_iter().filter(|p| cql_matches(&cql, p)).collect();
+            let pages = state.pages.lock().unwrap().clone();
+            let matching: Vec<&StubPage> = pages.iter().filter(|p| cql_matches(&cql, p)).collect();
             let total = matching.len();
-            let results: Vec<Value> = matching.iter().skip(start).take(limit).map(|p| search_result(base, p)).collect();
+            let results: Vec<Value> =
+                matching.iter().skip(start).take(limit).map(|p| search_result(state, p)).collect();
             axum::Json(json!({
                 "results": results, "start": start, "limit": limit, "size": results.len(), "totalSize": total,
                 "cqlQuery": cql, "searchDuration": 12,
@@ -969,42 +1159,57 @@ fn clause_matches(clause: &str, issue: &Value, me: &StubUser) -> bool {
 // ---------------------------------------------------------------------------------------
 // Confluence data
 
-#[derive(Debug, Clone)]
-struct Page {
-    id: &'static str,
-    title: &'static str,
-    space: (&'static str, &'static str),
-    author: &'static str,
-    version: u32,
-    when: &'static str,
-    body: &'static str,
+/// The spaces there are: key -> name.
+fn space_name(key: &str) -> Option<&'static str> {
+    match key {
+        "PAY" => Some("Payments"),
+        _ => None,
+    }
 }
 
-fn pages() -> Vec<Page> {
+fn seed_pages() -> Vec<StubPage> {
+    let page = |id: &str, title: &str, author: &str, version: u32, when: &str, body: &str| StubPage {
+        id: id.to_owned(),
+        space: "PAY".to_owned(),
+        title: title.to_owned(),
+        body: body.to_owned(),
+        version,
+        author: author.to_owned(),
+        updated_by: author.to_owned(),
+        when: when.to_owned(),
+        created: "2026-01-20T10:00:00.000Z".to_owned(),
+        parent_id: None,
+    };
     vec![
-        Page {
-            id: "98305",
-            title: "Payments runbook: card payment retries",
-            space: ("PAY", "Payments"),
-            author: "alice",
-            version: 7,
-            when: "2026-03-09T17:20:00.000Z",
-            body: "<h2>How retries work</h2><p>Soft-declined card payments are retried by the retry worker \
+        page(
+            "98305",
+            "Payments runbook: card payment retries",
+            "alice",
+            7,
+            "2026-03-09T17:20:00.000Z",
+            "<h2>How retries work</h2><p>Soft-declined card payments are retried by the retry worker \
 at 5, 30 and 120 minutes (per merchant, see PAY-8).</p><h2>Known problem</h2><p>Since 2026.3 every retry \
 fails with <code>409 duplicate idempotency key</code> (PAY-7). The fix needs gateway SDK v5 (PAY-9). Until \
 then, support re-runs failed payments by hand from the admin console.</p>",
-        },
-        Page {
-            id: "98306",
-            title: "Gateway SDK v5 migration plan",
-            space: ("PAY", "Payments"),
-            author: "bob",
-            version: 3,
-            when: "2026-03-10T08:45:00.000Z",
-            body: "<p>Vendor release of SDK v5.0: 2026-04-03. Steps: upgrade (PAY-9), contract tests, roll out \
+        ),
+        page(
+            "98306",
+            "Gateway SDK v5 migration plan",
+            "bob",
+            3,
+            "2026-03-10T08:45:00.000Z",
+            "<p>Vendor release of SDK v5.0: 2026-04-03. Steps: upgrade (PAY-9), contract tests, roll out \
 behind <code>gateway.sdk.v5</code>, then the retry worker change (PAY-7).</p>",
-        },
+        ),
     ]
+}
+
+fn find_page(state: &StubState, id: &str) -> Option<StubPage> {
+    state.pages.lock().unwrap().iter().find(|p| p.id == id).cloned()
+}
+
+fn now_confluence() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 fn confluence_user(base: &str, u: &StubUser) -> Value {
@@ -1019,22 +1224,58 @@ fn confluence_user(base: &str, u: &StubUser) -> Value {
     })
 }
 
-fn page_json(base: &str, p: &Page, expand: Option<&str>) -> Value {
+/// A user by name: one the stub knows by token, else a seeded person.
+fn confluence_person(state: &StubState, name: &str) -> Value {
+    let known = state.users.lock().unwrap().values().find(|u| u.name == name).cloned();
+    confluence_user(&state.base, &known.unwrap_or_else(|| person_user(name)))
+}
+
+fn webui(p: &StubPage) -> String {
+    let title: String = url::form_urlencoded::byte_serialize(p.title.as_bytes()).collect();
+    format!("/display/{}/{title}", p.space)
+}
+
+fn space_json(base: &str, key: &str) -> Value {
+    json!({"id": 131_073, "key": key, "name": space_name(key).unwrap_or(key), "type": "global",
+        "_links": {"webui": format!("/display/{key}"), "self": format!("{base}/rest/api/space/{key}")}})
+}
+
+/// The page's parents, the root first, as Confluence lists `ancestors`.
+fn ancestors(state: &StubState, p: &StubPage) -> Vec<Value> {
+    let base = &state.base;
+    let pages = state.pages.lock().unwrap().clone();
+    let mut chain = Vec::new();
+    let mut parent = p.parent_id.clone();
+    while let Some(id) = parent {
+        let Some(up) = pages.iter().find(|q| q.id == id) else { break };
+        if chain.len() > pages.len() {
+            break;
+        }
+        chain.push(json!({"id": up.id, "type": "page", "status": "current", "title": up.title,
+            "_links": {"webui": webui(up), "self": format!("{base}/rest/api/content/{}", up.id)}}));
+        parent = up.parent_id.clone();
+    }
+    chain.reverse();
+    chain
+}
+
+fn page_json(state: &StubState, p: &StubPage, expand: Option<&str>) -> Value {
+    let base = state.base.as_str();
     let expand: Vec<&str> = expand.unwrap_or("").split(',').collect();
-    let by = confluence_user(base, &person_user(p.author));
+    let creator = confluence_person(state, &p.author);
+    let by = confluence_person(state, &p.updated_by);
     let mut page = json!({
         "id": p.id,
         "type": "page",
         "status": "current",
         "title": p.title,
-        "space": {"id": 131_073, "key": p.space.0, "name": p.space.1, "type": "global",
-                  "_links": {"webui": format!("/display/{}", p.space.0), "self": format!("{base}/rest/api/space/{}", p.space.0)}},
-        "history": {"latest": true, "createdBy": by, "createdDate": "2026-01-20T10:00:00.000Z"},
+        "space": space_json(base, &p.space),
+        "history": {"latest": true, "createdBy": creator, "createdDate": p.created},
         "version": {"by": by, "when": p.when, "message": "", "number": p.version, "minorEdit": false},
-        "ancestors": [],
+        "ancestors": ancestors(state, p),
         "extensions": {"position": "none"},
         "_links": {
-            "webui": format!("/display/{}/{}", p.space.0, p.title.replace(' ', "+")),
+            "webui": webui(p),
             "edit": format!("/pages/resumedraft.action?draftId={}", p.id),
             "tinyui": format!("/x/{}", p.id),
             "base": base,
@@ -1057,6 +1298,170 @@ fn page_json(base: &str, p: &Page, expand: Option<&str>) -> Value {
     page
 }
 
+/// `GET /rest/api/content/{id}/history`: what `update_page` reads the version from.
+fn history_json(state: &StubState, p: &StubPage) -> Value {
+    let base = state.base.as_str();
+    json!({
+        "latest": true,
+        "createdBy": confluence_person(state, &p.author),
+        "createdDate": p.created,
+        "lastUpdated": {"by": confluence_person(state, &p.updated_by), "when": p.when, "message": "",
+                        "number": p.version, "minorEdit": false},
+        "_links": {"base": base, "context": "", "self": format!("{base}/rest/api/content/{}/history", p.id)},
+        "_expandable": {"previousVersion": "", "contributors": "", "nextVersion": ""}
+    })
+}
+
+/// The posted body's value: `body.storage` (what mcp-atlassian sends), else `body.wiki`/`editor`.
+fn posted_body(posted: &Value) -> Option<String> {
+    ["storage", "wiki", "editor"].iter().find_map(|r| posted["body"][r]["value"].as_str()).map(str::to_owned)
+}
+
+/// The parent named by `ancestors` (the last one, as Confluence takes it), if any.
+fn posted_parent(posted: &Value) -> Option<String> {
+    let last = posted["ancestors"].as_array()?.last()?;
+    match &last["id"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn duplicate_title(space: &str, title: &str) -> Response {
+    eprintln!("stub_atlassian: a page titled {title:?} already exists in {space} (400)");
+    confluence_error(
+        StatusCode::BAD_REQUEST,
+        "A page with this title already exists: A page already exists with the same TITLE in this space",
+    )
+}
+
+/// What is wrong with a new parent, if anything: it must exist, be in this space, and not be
+/// the page itself or below it.
+fn parent_problem(pages: &[StubPage], space: &str, parent: &str, page: Option<&str>) -> Option<Response> {
+    let Some(found) = pages.iter().find(|p| p.id == parent) else {
+        return Some(not_found_content(parent));
+    };
+    if found.space != space {
+        return Some(confluence_error(StatusCode::BAD_REQUEST, "The parent page must be in the same space"));
+    }
+    if let Some(page) = page {
+        let mut up = Some(found.id.clone());
+        while let Some(id) = up {
+            if id == page {
+                return Some(confluence_error(StatusCode::BAD_REQUEST, "A page cannot be its own ancestor"));
+            }
+            up = pages.iter().find(|p| p.id == id).and_then(|p| p.parent_id.clone());
+        }
+    }
+    None
+}
+
+/// `POST /rest/api/content`: `{type, title, space: {key}, body: {storage: {value}}, ancestors?}`.
+fn create_page(state: &StubState, me: &StubUser, body: &str) -> Response {
+    let Ok(posted) = serde_json::from_str::<Value>(body) else {
+        return confluence_error(StatusCode::BAD_REQUEST, "Could not parse the request body as JSON");
+    };
+    if posted["type"].as_str().is_some_and(|t| t != "page") {
+        return confluence_error(StatusCode::BAD_REQUEST, "The stub creates pages only (type \"page\")");
+    }
+    let Some(space) = posted["space"]["key"].as_str() else {
+        return confluence_error(StatusCode::BAD_REQUEST, "A space key is required to create content");
+    };
+    if space_name(space).is_none() {
+        return confluence_error(StatusCode::NOT_FOUND, &format!("No space with key : {space}"));
+    }
+    let title = posted["title"].as_str().unwrap_or("").trim().to_owned();
+    if title.is_empty() {
+        return confluence_error(StatusCode::BAD_REQUEST, "Title cannot be empty");
+    }
+    let parent = posted_parent(&posted);
+    let page = {
+        let mut pages = state.pages.lock().unwrap();
+        if pages.iter().any(|p| p.space == space && p.title.eq_ignore_ascii_case(&title)) {
+            return duplicate_title(space, &title);
+        }
+        if let Some(parent) = &parent
+            && let Some(refused) = parent_problem(&pages, space, parent, None)
+        {
+            return refused;
+        }
+        let id = {
+            let mut next = state.next_page_id.lock().unwrap();
+            *next += 1;
+            next.to_string()
+        };
+        let page = StubPage {
+            id,
+            space: space.to_owned(),
+            title,
+            body: posted_body(&posted).unwrap_or_default(),
+            version: 1,
+            author: me.name.clone(),
+            updated_by: me.name.clone(),
+            when: now_confluence(),
+            created: now_confluence(),
+            parent_id: parent,
+        };
+        pages.push(page.clone());
+        page
+    };
+    axum::Json(page_json(state, &page, Some("body.storage,version,space,history"))).into_response()
+}
+
+/// `PUT /rest/api/content/{id}`: `{id, type, title, version: {number}, body?, ancestors?}`;
+/// the version must be the current one + 1, as in Confluence.
+fn update_page(state: &StubState, me: &StubUser, id: &str, body: &str) -> Response {
+    let Ok(posted) = serde_json::from_str::<Value>(body) else {
+        return confluence_error(StatusCode::BAD_REQUEST, "Could not parse the request body as JSON");
+    };
+    let page = {
+        let mut pages = state.pages.lock().unwrap();
+        let Some(index) = pages.iter().position(|p| p.id == id) else {
+            return not_found_content(id);
+        };
+        let current = pages[index].clone();
+        let Some(number) = posted["version"]["number"].as_u64() else {
+            return confluence_error(
+                StatusCode::BAD_REQUEST,
+                "Must supply an incremented version when updating Content. No version supplied.",
+            );
+        };
+        if number != u64::from(current.version) + 1 {
+            eprintln!("stub_atlassian: page {id} updated with version {number}, current is {} (409)", current.version);
+            return confluence_error(
+                StatusCode::CONFLICT,
+                &format!("Version must be incremented on update. Current version is: {}", current.version),
+            );
+        }
+        let title = posted["title"].as_str().map_or(current.title.clone(), |t| t.trim().to_owned());
+        if title.is_empty() {
+            return confluence_error(StatusCode::BAD_REQUEST, "Title cannot be empty");
+        }
+        if pages.iter().any(|p| p.id != id && p.space == current.space && p.title.eq_ignore_ascii_case(&title)) {
+            return duplicate_title(&current.space, &title);
+        }
+        let parent = posted_parent(&posted);
+        if let Some(parent) = &parent
+            && let Some(refused) = parent_problem(&pages, &current.space, parent, Some(id))
+        {
+            return refused;
+        }
+        let page = &mut pages[index];
+        page.title = title;
+        if let Some(body) = posted_body(&posted) {
+            page.body = body;
+        }
+        if parent.is_some() {
+            page.parent_id = parent;
+        }
+        page.version = current.version + 1;
+        page.updated_by = me.name.clone();
+        page.when = now_confluence();
+        page.clone()
+    };
+    axum::Json(page_json(state, &page, Some("body.storage,version,space,history"))).into_response()
+}
+
 fn person_user(name: &str) -> StubUser {
     match name {
         "alice" => user("alice", "JIRAUSER10100", "Alice Example"),
@@ -1065,14 +1470,14 @@ fn person_user(name: &str) -> StubUser {
     }
 }
 
-fn search_result(base: &str, p: &Page) -> Value {
-    let excerpt: String = strip_tags(p.body).chars().take(160).collect();
+fn search_result(state: &StubState, p: &StubPage) -> Value {
+    let excerpt: String = strip_tags(&p.body).chars().take(160).collect();
     json!({
-        "content": page_json(base, p, None),
+        "content": page_json(state, p, None),
         "title": p.title,
         "excerpt": excerpt,
-        "url": format!("/display/{}/{}", p.space.0, p.title.replace(' ', "+")),
-        "resultGlobalContainer": {"title": p.space.1, "displayUrl": format!("/display/{}", p.space.0)},
+        "url": webui(p),
+        "resultGlobalContainer": {"title": space_name(&p.space).unwrap_or(&p.space), "displayUrl": format!("/display/{}", p.space)},
         "breadcrumbs": [],
         "entityType": "content",
         "iconCssClass": "aui-icon content-type-page",
@@ -1099,27 +1504,42 @@ fn strip_tags(html: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A little CQL: `type`, `space`, and the quoted words of `text`/`title`/`siteSearch ~`.
-fn cql_matches(cql: &str, p: &Page) -> bool {
+/// A little CQL: `OR` of `AND`s, `ORDER BY` ignored; `type`, `space`, `id`, `parent`,
+/// `title = "exact"`, `title ~ "words"` (of the title), `text`/`siteSearch ~ "words"` (of title
+/// and body); `!=`/`!~` negate. Other clauses are logged and match everything.
+fn cql_matches(cql: &str, p: &StubPage) -> bool {
+    let lower = cql.to_ascii_lowercase();
+    let cut = lower.find("order by").unwrap_or(cql.len());
+    let cql = cql[..cut].trim();
+    if cql.is_empty() {
+        return true;
+    }
     split_words(cql, "or").iter().any(|group| {
         split_words(group, "and").iter().all(|clause| {
             let lower = clause.to_ascii_lowercase();
             let Some(pos) = lower.find(['=', '~']) else { return true };
+            let negated = lower[..pos].ends_with('!');
+            let exact = lower[pos..].starts_with('=');
             let field = lower[..pos].trim().trim_end_matches('!').trim();
             let value = unquote(&clause[pos + 1..]).to_ascii_lowercase();
-            match field {
+            let words = |haystack: String| {
+                let haystack = haystack.to_ascii_lowercase();
+                value.split_whitespace().map(|w| w.trim_matches('*')).all(|w| haystack.contains(w))
+            };
+            let hit = match field {
                 "type" => value == "page",
-                "space" | "space.key" => value == p.space.0.to_ascii_lowercase(),
+                "space" | "space.key" => value == p.space.to_ascii_lowercase(),
                 "id" | "content" => value == p.id,
-                "title" | "text" | "sitesearch" => {
-                    let haystack = format!("{} {}", p.title, strip_tags(p.body)).to_ascii_lowercase();
-                    value.split_whitespace().map(|w| w.trim_matches('*')).all(|w| haystack.contains(w))
-                }
+                "parent" => p.parent_id.as_deref() == Some(value.as_str()),
+                "title" if exact => value == p.title.to_ascii_lowercase(),
+                "title" => words(p.title.clone()),
+                "text" | "sitesearch" => words(format!("{} {}", p.title, strip_tags(&p.body))),
                 _ => {
                     eprintln!("stub_atlassian: CQL clause not modelled, matching all: {clause}");
-                    true
+                    return true;
                 }
-            }
+            };
+            hit != negated
         })
     })
 }

@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 use sqlx::types::Json;
 
 use crate::agent::ToolCallRecord;
-use crate::jobs::model::{ConcurrencyPolicy, RunStatus, Source, Trigger};
+use crate::jobs::model::{ConcurrencyPolicy, RunStatus, Source, Target, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRow {
@@ -32,6 +32,8 @@ pub struct JobRow {
     pub secret_key: Option<String>,
     /// Names or `*` patterns of the write tools an unattended run may use.
     pub allowed_write_tools: Json<Vec<String>>,
+    /// Where succeeded runs are delivered.
+    pub deliver: Json<Vec<Target>>,
     pub problem: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_schedule_at: Option<DateTime<Utc>>,
@@ -44,7 +46,7 @@ macro_rules! select_jobs {
         concat!(
             "SELECT id, source, namespace, name, owner_id, schedule, time_zone, prompt_ref, prompt, variables, \
              suspended, concurrency_policy, starting_deadline_seconds, retry_limit, retry_backoff_seconds, \
-             secret_name, secret_key, allowed_write_tools, problem, next_run_at, last_schedule_at, created_at, \
+             secret_name, secret_key, allowed_write_tools, deliver, problem, next_run_at, last_schedule_at, created_at, \
              updated_at FROM scheduled_jobs ",
             $rest
         )
@@ -106,6 +108,7 @@ pub async fn upsert(conn: &mut SqliteConnection, job: &JobRow, reschedule: bool)
             secret_name,
             secret_key,
             allowed_write_tools,
+            deliver,
             problem,
             next_run_at,
             last_schedule_at,
@@ -130,6 +133,7 @@ pub async fn upsert(conn: &mut SqliteConnection, job: &JobRow, reschedule: bool)
             secret_name,
             secret_key,
             allowed_write_tools,
+            deliver,
             problem,
             updated_at
         ]

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config_reloads;
 pub mod conversations;
 pub mod credentials;
+pub mod deliveries;
 pub mod jobs;
 pub mod prompts;
 pub mod sessions;

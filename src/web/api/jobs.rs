@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::agent::ToolCallRecord;
 use crate::auth::model::Role;
 use crate::chat;
+use crate::db::repositories::deliveries::DeliveryRow;
 use crate::db::repositories::jobs::JobRow;
 use crate::db::repositories::jobs::RunRow;
-use crate::jobs::{ConcurrencyPolicy, NewPersonalJob, RunStatus, Source, Trigger};
+use crate::jobs::{ConcurrencyPolicy, DeliveryState, NewPersonalJob, RunStatus, Source, Target, Trigger};
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson, ApiPath};
 use crate::web::session::{ClientAddr, CurrentUser};
@@ -35,6 +36,8 @@ pub struct JobView {
     pub problem: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_schedule_at: Option<DateTime<Utc>>,
+    /// Where succeeded runs are delivered.
+    pub deliver: Vec<Target>,
     /// Whether the caller may pause, resume and delete it (their own personal job).
     pub editable: bool,
 }
@@ -56,6 +59,7 @@ impl JobView {
             problem: job.problem.clone(),
             next_run_at: job.next_run_at,
             last_schedule_at: job.last_schedule_at,
+            deliver: job.deliver.0.clone(),
             editable: job.owner_id == Some(user_id),
         }
     }
@@ -82,6 +86,9 @@ pub struct NewJob {
     prompt: Option<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    /// Delivery targets, as `spec.deliver` of a PromptJob (plus `conversation`).
+    #[serde(default)]
+    deliver: Vec<Target>,
 }
 
 /// `POST /api/v1/jobs`: a personal job of the caller. 201 with the job; 422 with the reason.
@@ -98,6 +105,7 @@ pub async fn create(
         prompt_ref: body.prompt_ref,
         prompt: body.prompt,
         variables: body.variables,
+        deliver: body.deliver,
     };
     let job = state.jobs.create_personal(session.user.id, new, &client.actor(&session)).await?;
     Ok((StatusCode::CREATED, ApiJson(JobView::new(&job, session.user.id))))
@@ -188,13 +196,44 @@ pub async fn runs(
     Ok(ApiJson(state.jobs.runs(session.user.id, &id).await?.into_iter().map(RunSummary::from).collect()))
 }
 
-/// One run with its output rendered and sanitised (`html`) and its tool calls.
+/// One run with its output rendered and sanitised (`html`), its tool calls and deliveries.
 #[derive(Debug, Serialize)]
 pub struct RunDetail {
     #[serde(flatten)]
     run: RunSummary,
     html: String,
     tool_calls: Vec<ToolCallRecord>,
+    deliveries: Vec<DeliveryView>,
+}
+
+/// Where one delivery of a run stands.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub target: String,
+    pub kind: &'static str,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub link: Option<String>,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&DeliveryRow> for DeliveryView {
+    fn from(d: &DeliveryRow) -> Self {
+        Self {
+            id: d.id.clone(),
+            target: d.target_name.clone(),
+            kind: d.target.0.destination().map_or("unknown", |t| t.kind()),
+            state: d.state,
+            attempts: d.attempts,
+            link: d.link.clone(),
+            error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at.filter(|_| d.state == DeliveryState::Pending),
+            updated_at: d.updated_at,
+        }
+    }
 }
 
 pub async fn run(
@@ -205,7 +244,23 @@ pub async fn run(
     let mut run = state.jobs.find_run(session.user.id, &id, &run_id).await?;
     let tool_calls = std::mem::take(&mut run.tool_calls.0);
     let html = chat::markdown::render(&run.output);
-    Ok(ApiJson(RunDetail { run: run.into(), html, tool_calls }))
+    let deliveries =
+        state.jobs.deliveries(session.user.id, &id, &run_id).await?.iter().map(DeliveryView::from).collect();
+    Ok(ApiJson(RunDetail { run: run.into(), html, tool_calls, deliveries }))
+}
+
+/// `POST /api/v1/jobs/{id}/runs/{run_id}/deliveries/{target}/retry`: deliver a failed
+/// delivery again; 202 with it, pending; 422 when it is not failed.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    client: ClientAddr,
+    ApiPath((id, run_id, target)): ApiPath<(String, String, String)>,
+) -> Result<(StatusCode, ApiJson<DeliveryView>), ApiError> {
+    let is_admin = session.user.role == Role::Admin;
+    let actor = client.actor(&session);
+    let delivery = state.jobs.redeliver(session.user.id, is_admin, &id, &run_id, &target, &actor).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(DeliveryView::from(&delivery))))
 }
 
 #[derive(Debug, Serialize)]

@@ -45,6 +45,7 @@ pub fn routes() -> Routes {
         .delete("/jobs/{id}", SignedIn, jobs::delete)
         .get("/jobs/{id}/runs", SignedIn, jobs::runs)
         .get("/jobs/{id}/runs/{run_id}", SignedIn, jobs::run)
+        .post("/jobs/{id}/runs/{run_id}/deliveries/{target}/retry", SignedIn, jobs::redeliver)
         .post("/jobs/{id}/run", SignedIn, jobs::run_now)
         .get("/ws", SignedIn, ws::upgrade)
         .get("/admin/config", Admin, admin::config)

@@ -17,8 +17,10 @@ use super::{Layout, PageResult, capitalise, see_other, when};
 use crate::auth::model::Role;
 use crate::auth::session::Authenticated;
 use crate::chat;
+use crate::db::repositories::deliveries::DeliveryRow;
 use crate::db::repositories::jobs::{JobRow, RunRow};
-use crate::jobs::{JobError, NewPersonalJob, RunStatus, Source};
+use crate::jobs::model::{ConversationTarget, JiraComment, Target};
+use crate::jobs::{DeliveryState, JobError, NewPersonalJob, RunStatus, Source};
 use crate::web::AppState;
 use crate::web::session::{ClientAddr, CurrentUser};
 
@@ -104,6 +106,10 @@ pub struct JobForm {
     prompt: String,
     /// `var.{prompt}.{variable}` → value.
     variables: BTreeMap<String, String>,
+    /// Append each run to a conversation of mine.
+    to_conversation: bool,
+    /// Comment each run on this Jira issue.
+    jira_issue: String,
     error: Option<String>,
 }
 
@@ -121,6 +127,8 @@ impl JobForm {
                 "time_zone" => form.time_zone = value,
                 "prompt_ref" => form.prompt_ref = value,
                 "prompt" => form.prompt = value,
+                "to_conversation" => form.to_conversation = value == "on",
+                "jira_issue" => form.jira_issue = value,
                 _ if key.starts_with("var.") => {
                     form.variables.insert(key, value);
                 }
@@ -128,6 +136,21 @@ impl JobForm {
             }
         }
         form
+    }
+
+    /// The delivery targets the form asks for.
+    fn deliver(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if self.to_conversation {
+            targets.push(Target { conversation: Some(ConversationTarget {}), ..Target::named("conversation") });
+        }
+        if !self.jira_issue.trim().is_empty() {
+            targets.push(Target {
+                jira_comment: Some(JiraComment { issue: self.jira_issue.trim().to_owned() }),
+                ..Target::named("jira")
+            });
+        }
+        targets
     }
 
     /// The values given for the chosen prompt's variables (empty ones left out, so defaults apply).
@@ -167,6 +190,7 @@ fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "job_paused" => Some("Job paused: it does not run on its schedule until you resume it."),
         "job_resumed" => Some("Job resumed."),
         "run_queued" => Some("Run queued. Its output shows below when it ends."),
+        "redelivering" => Some("Delivering again. The delivery's state shows below."),
         _ => None,
     }
 }
@@ -262,6 +286,7 @@ pub async fn create(
         prompt_ref: Some(form.prompt_ref.clone()),
         prompt: Some(form.prompt.clone()),
         variables: form.chosen_variables(),
+        deliver: form.deliver(),
     };
     match state.jobs.create_personal(session.user.id, new, &client.actor(&session)).await {
         Ok(job) => Ok(see_other(&format!("/jobs/{}?notice=job_created", job.id))),
@@ -341,6 +366,42 @@ pub struct RunView {
     html: String,
     error: Option<String>,
     tool_calls: Vec<CallView>,
+    deliveries: Vec<DeliveryItem>,
+}
+
+/// Where one delivery of a run stands.
+#[derive(Debug)]
+pub struct DeliveryItem {
+    target: String,
+    kind: &'static str,
+    state: &'static str,
+    class: &'static str,
+    attempts: i64,
+    /// An http(s) address of what was written.
+    link: Option<String>,
+    error: Option<String>,
+    /// When a pending delivery is tried next.
+    next: String,
+}
+
+impl From<DeliveryRow> for DeliveryItem {
+    fn from(d: DeliveryRow) -> Self {
+        let pending = d.state == DeliveryState::Pending;
+        Self {
+            kind: d.target.0.destination().map_or("unknown", |t| t.kind()),
+            state: d.state.as_str(),
+            class: match d.state {
+                DeliveryState::Pending => "badge-busy",
+                DeliveryState::Delivered => "badge-ok",
+                DeliveryState::Failed => "badge-error",
+            },
+            attempts: d.attempts,
+            link: d.link.filter(|l| l.starts_with("https://") || l.starts_with("http://")),
+            error: d.last_error.filter(|_| d.state != DeliveryState::Delivered),
+            next: if pending { d.next_attempt_at.map(when).unwrap_or_default() } else { String::new() },
+            target: d.target_name,
+        }
+    }
 }
 
 /// A tool call a run made.
@@ -391,6 +452,7 @@ impl From<RunRow> for RunView {
             trigger: run.trigger.as_str(),
             attempt: run.attempt,
             error: run.error,
+            deliveries: Vec::new(),
         }
     }
 }
@@ -413,11 +475,24 @@ pub struct RunsPartial {
     job_id: String,
     runs: Vec<RunView>,
     polling: bool,
+    csrf_token: String,
+    can_run: bool,
 }
 
+/// The run history with each run's deliveries; poll while a run or a delivery is open.
 async fn history(state: &AppState, session: &Authenticated, id: &str) -> Result<(Vec<RunView>, bool), JobError> {
-    let runs: Vec<RunView> = state.jobs.runs(session.user.id, id).await?.into_iter().map(RunView::from).collect();
-    let polling = runs.iter().any(|r| r.open);
+    let mut deliveries = state.jobs.history_deliveries(session.user.id, id).await?;
+    let runs: Vec<RunView> = state
+        .jobs
+        .runs(session.user.id, id)
+        .await?
+        .into_iter()
+        .map(|run| {
+            let of_run = deliveries.remove(&run.id).unwrap_or_default();
+            RunView { deliveries: of_run.into_iter().map(DeliveryItem::from).collect(), ..RunView::from(run) }
+        })
+        .collect();
+    let polling = runs.iter().any(|r| r.open || r.deliveries.iter().any(|d| d.state == "pending"));
     Ok((runs, polling))
 }
 
@@ -446,8 +521,22 @@ pub async fn runs(
     CurrentUser(session): CurrentUser,
     Path(id): Path<String>,
 ) -> PageResult {
+    let job = state.jobs.get(session.user.id, &id).await?;
     let (runs, polling) = history(&state, &session, &id).await?;
-    Ok(RunsPartial { job_id: id, runs, polling }.into_response())
+    let can_run = JobDetail::new(job, &session).can_run;
+    Ok(RunsPartial { job_id: id, runs, polling, csrf_token: session.csrf_token.clone(), can_run }.into_response())
+}
+
+/// `POST /jobs/{id}/runs/{run_id}/deliveries/{target}/retry`: "Deliver again".
+pub async fn redeliver(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    client: ClientAddr,
+    Path((id, run_id, target)): Path<(String, String, String)>,
+) -> PageResult {
+    let is_admin = session.user.role == Role::Admin;
+    state.jobs.redeliver(session.user.id, is_admin, &id, &run_id, &target, &client.actor(&session)).await?;
+    Ok(see_other(&format!("/jobs/{id}?notice=redelivering#run-{run_id}")))
 }
 
 pub async fn run_now(
