@@ -147,6 +147,20 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
     if service.agent.max_result_chars < 100 {
         issue("agent.max_result_chars".into(), "must be at least 100".into());
     }
+    let delivery = &service.delivery;
+    if delivery.max_attempts == 0 {
+        issue("delivery.max_attempts".into(), "must be at least 1".into());
+    }
+    for (field, value) in [("retry_backoff", delivery.retry_backoff), ("timeout", delivery.timeout)] {
+        if value.is_zero() {
+            issue(format!("delivery.{field}"), "must be longer than zero".into());
+        }
+    }
+    for (i, host) in delivery.webhook_allow.iter().enumerate() {
+        if host.trim().is_empty() || host.contains(['/', ':', ' ']) && host.parse::<std::net::IpAddr>().is_err() {
+            issue(format!("delivery.webhook_allow[{i}]"), format!("{host:?} is not a host name or IP address"));
+        }
+    }
     let limits = &service.limits;
     for (field, value) in [
         ("requests_per_minute", u64::from(limits.requests_per_minute)),

@@ -65,6 +65,7 @@ impl Fixtures {
                     self.job.clone()
                 }
                 ("runs", "{run_id}") => self.run.clone(),
+                ("deliveries", "{target}") => "conversation".to_owned(),
                 ("prompts", "{name}") => {
                     owned = true;
                     "mine".to_owned()

@@ -167,6 +167,8 @@ pub struct Start<'a> {
     pub data_dir: &'a Path,
     pub llm: &'a str,
     pub identity: &'a str,
+    /// mcp-atlassian's URL; a closed port when `None`.
+    pub mcp: Option<&'a str>,
 }
 
 pub const ADMIN_PASSWORD: &str = "k8s-admin-password-1";
@@ -191,7 +193,7 @@ impl Promptops {
             .env("PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("PROMPTOPS_LLM_BASE_URL", start.llm)
             .env("PROMPTOPS_LLM_API_KEY", "test-key")
-            .env("PROMPTOPS_MCP_ATLASSIAN_URL", "http://127.0.0.1:9/mcp")
+            .env("PROMPTOPS_MCP_ATLASSIAN_URL", start.mcp.unwrap_or("http://127.0.0.1:9/mcp"))
             .env("PROMPTOPS_LOG_FORMAT", "text")
             .env("PROMPTOPS_LOG_LEVEL", "info")
             .stdout(file.try_clone().unwrap())

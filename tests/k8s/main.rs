@@ -5,8 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod cluster;
+#[path = "../support/mcp_servers.rs"]
+mod mcp_servers;
 #[path = "../support/mock_llm.rs"]
 mod mock_llm;
+#[path = "../support/stub_atlassian.rs"]
+mod stub_atlassian;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +24,7 @@ use sqlx::SqlitePool;
 
 use cluster::{Cluster, Promptops, ROOT, Start};
 use mock_llm::{MockLlm, Script};
+use stub_atlassian::StubAtlassian;
 
 type Test = fn(Arc<Cluster>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -74,11 +79,15 @@ struct Solo {
 
 impl Solo {
     async fn start(cluster: &Cluster, namespace: &str) -> Self {
+        Self::start_with(cluster, namespace, None).await
+    }
+
+    /// With mcp-atlassian at `mcp`.
+    async fn start_with(cluster: &Cluster, namespace: &str, mcp: Option<&str>) -> Self {
         let llm = mock().await;
         let data = tempfile::tempdir().unwrap();
-        let promptops =
-            Promptops::start(&Start { cluster, namespace, data_dir: data.path(), llm: &llm.base, identity: "solo" })
-                .await;
+        let start = Start { cluster, namespace, data_dir: data.path(), llm: &llm.base, identity: "solo", mcp };
+        let promptops = Promptops::start(&start).await;
         Self { promptops, llm, data }
     }
 }
@@ -116,6 +125,7 @@ async fn several_namespaces(cluster: Arc<Cluster>) {
         data_dir: data.path(),
         llm: &llm.base,
         identity: "multi",
+        mcp: None,
     })
     .await;
     for ns in [&a, &b, &c] {
@@ -147,7 +157,13 @@ async fn several_namespaces(cluster: Arc<Cluster>) {
 /// The done-when of the issue, step by step as a platform engineer does it.
 async fn examples(cluster: Arc<Cluster>) {
     let ns = cluster.namespace("examples");
-    let Solo { llm, data, promptops } = Solo::start(&cluster, &ns).await;
+    // Jira and Confluence (the stub, behind the real mcp-atlassian) know the example
+    // Secret's token as a bot account.
+    let jira = StubAtlassian::start().await;
+    jira.add_user("replace-with-a-jira-personal-access-token", "jira-bot", "Jira Bot");
+    let base = jira.base.clone();
+    let mcp = tokio::task::spawn_blocking(move || mcp_servers::start_atlassian(&base)).await.unwrap();
+    let Solo { llm, data, promptops } = Solo::start_with(&cluster, &ns, Some(&mcp.url)).await;
 
     // Ready means the leader's caches are synced, and /readyz says so.
     let readyz = reqwest::get(format!("{}/readyz?verbose", promptops.base)).await.unwrap().text().await.unwrap();
@@ -166,7 +182,9 @@ async fn examples(cluster: Arc<Cluster>) {
     // kubectl get shows the columns a platform engineer reads.
     let table = cluster.kubectl_ok(&["get", "pjob", "-n", &ns]);
     let header = table.lines().next().unwrap();
-    for column in ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST RUN", "RESULT", "NEXT RUN", "READY", "AGE"] {
+    for column in
+        ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST RUN", "RESULT", "DELIVERED", "NEXT RUN", "READY", "AGE"]
+    {
         assert!(header.contains(column), "{column} missing from {header:?}");
     }
     let row = table.lines().nth(1).unwrap();
@@ -191,8 +209,28 @@ async fn examples(cluster: Arc<Cluster>) {
     let message = done["status"]["lastRun"]["message"].as_str().unwrap();
     assert!(message.contains("Jira project PAY"), "the rendered prompt reached the LLM: {message}");
     assert_eq!(done["status"]["lastHandledRunNow"], "first");
+
+    // The summary lands where the team reads it: a page for the day and a comment.
+    let delivered = cluster.wait_for(
+        "the deliveries",
+        &["get", "pjob/pay-blockers-weekly", "-n", &ns],
+        Duration::from_secs(60),
+        |v| v["status"]["lastRun"]["delivered"] == "2/2",
+    );
+    let deliveries = delivered["status"]["lastRun"]["deliveries"].as_array().unwrap().clone();
+    assert!(deliveries.iter().all(|d| d["state"] == "delivered" && d["link"].is_string()), "{deliveries:?}");
     let table = cluster.kubectl_ok(&["get", "pjob", "-n", &ns]);
     assert!(table.lines().nth(1).unwrap().contains("Succeeded"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("2/2"), "DELIVERED: {table}");
+    let today = Utc::now().with_timezone(&chrono_tz::Europe::Berlin).format("%Y-%m-%d");
+    let title = format!("PAY blockers {today}");
+    let pages = jira.pages_titled("PAY", &title);
+    assert_eq!(pages.len(), 1, "{:?}", jira.all_pages());
+    assert_eq!(pages[0].author, "jira-bot", "written with the Secret's token");
+    let marked = |jira: &StubAtlassian| {
+        jira.comments("PAY-7").into_iter().filter(|c| c.body.contains("promptops-delivery:")).count()
+    };
+    assert_eq!(marked(&jira), 1);
 
     // A reconcile without a new value does not run it again; a new value does.
     cluster.kubectl_ok(&["label", "-n", &ns, "pjob/pay-blockers-weekly", "touched=yes"]);
@@ -208,6 +246,16 @@ async fn examples(cluster: Arc<Cluster>) {
     cluster.wait_for("the second run", &["get", "pjob/pay-blockers-weekly", "-n", &ns], Duration::from_secs(60), |v| {
         v["status"]["lastRun"]["id"] != first_id.as_str() && v["status"]["lastRun"]["result"] == "Succeeded"
     });
+    cluster.wait_for(
+        "the second deliveries",
+        &["get", "pjob/pay-blockers-weekly", "-n", &ns],
+        Duration::from_secs(60),
+        |v| v["status"]["lastRun"]["id"] != first_id.as_str() && v["status"]["lastRun"]["delivered"] == "2/2",
+    );
+    let pages = jira.pages_titled("PAY", &title);
+    assert_eq!((pages.len(), pages[0].version), (1, 2), "the day's page replaced, not doubled");
+    assert_eq!(marked(&jira), 2, "one comment per run");
+    drop(mcp);
     let job_uid = uid(&cluster, &ns, "pjob/pay-blockers-weekly");
     let db = database(data.path()).await;
     assert_eq!(count(&db, "SELECT COUNT(*) FROM job_runs WHERE job_id = ?", &job_uid).await, 2);
@@ -218,7 +266,7 @@ async fn examples(cluster: Arc<Cluster>) {
     assert_eq!(llm.requests(), 2, "each run asked the LLM once");
 
     let reasons: Vec<String> = cluster.events(&ns).into_iter().map(|(reason, _)| reason).collect();
-    for reason in ["Scheduled", "RunRequested", "RunStarted", "RunSucceeded", "Loaded"] {
+    for reason in ["Scheduled", "RunRequested", "RunStarted", "RunSucceeded", "Loaded", "DeliverySucceeded"] {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} Event in {reasons:?}");
     }
 
@@ -341,7 +389,14 @@ async fn killed_mid_run(cluster: Arc<Cluster>) {
     // Slow enough to kill it mid-answer: 30 words, 300 ms apart.
     let llm = MockLlm::start_with_default(Script::Echo { delay: Duration::from_millis(300) }).await;
     let data = tempfile::tempdir().unwrap();
-    let start = Start { cluster: &cluster, namespace: &ns, data_dir: data.path(), llm: &llm.base, identity: "first" };
+    let start = Start {
+        cluster: &cluster,
+        namespace: &ns,
+        data_dir: data.path(),
+        llm: &llm.base,
+        identity: "first",
+        mcp: None,
+    };
     let mut first = Promptops::start(&start).await;
     let words: Vec<String> = (1..=30).map(|i| format!("w{i}")).collect();
     cluster.apply_ok(
@@ -391,8 +446,14 @@ async fn two_replicas(cluster: Arc<Cluster>) {
     let ns = cluster.namespace("replicas");
     let llm = mock().await;
     let data = tempfile::tempdir().unwrap();
-    let start =
-        Start { cluster: &cluster, namespace: &ns, data_dir: data.path(), llm: &llm.base, identity: "replica-a" };
+    let start = Start {
+        cluster: &cluster,
+        namespace: &ns,
+        data_dir: data.path(),
+        llm: &llm.base,
+        identity: "replica-a",
+        mcp: None,
+    };
     let mut a = Promptops::start(&start).await;
     let mut b = Promptops::start(&Start { identity: "replica-b", ..start }).await;
     // All jobs are created within one minute, so they share their firing minutes.
