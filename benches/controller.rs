@@ -44,8 +44,14 @@ async fn main() {
     let ns = cluster.namespace("bench");
     let llm = MockLlm::start_with_default(Script::Echo { delay: Duration::from_millis(1) }).await;
     let data = tempfile::tempdir().unwrap();
-    let start =
-        Start { cluster: &cluster, namespace: &ns, data_dir: data.path(), llm: &llm.base, identity: "replica-a" };
+    let start = Start {
+        cluster: &cluster,
+        namespace: &ns,
+        data_dir: data.path(),
+        llm: &llm.base,
+        identity: "replica-a",
+        mcp: None,
+    };
     let mut a = Promptops::start(&start).await;
     let mut b = Promptops::start(&Start { identity: "replica-b", ..start }).await;
     let client = kube_client(&cluster).await;

@@ -548,7 +548,7 @@ impl Deliverer {
             conversations::add_message(&mut tx, conversation.id, &message, now).await?;
         }
         deliveries::set_conversation(&mut tx, &work.delivery.id, conversation.id).await?;
-        let link = format!("{}/chat/{}", self.public_origin, conversation.id);
+        let link = format!("{}/c/{}", self.public_origin, conversation.id);
         deliveries::settle(&mut tx, &work.delivery.id, DeliveryState::Delivered, Some(&link), None, None).await?;
         tx.commit().await?;
         Ok(link)

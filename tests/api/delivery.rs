@@ -324,7 +324,7 @@ async fn a_personal_job_delivers_to_a_conversation_of_its_owner_and_refuses_priv
     let second = run_now(&ada, &job).await;
     finished_run(&ada, &job, &second).await;
     let again = settled(&ada, &job, &second).await;
-    assert!(again["mine"]["link"].as_str().unwrap().ends_with(&format!("/chat/{conversation}")), "the same one");
+    assert!(again["mine"]["link"].as_str().unwrap().ends_with(&format!("/c/{conversation}")), "the same one");
     let shown = ada.json(&format!("/api/v1/conversations/{conversation}")).await;
     let roles: Vec<&str> = shown["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"], "each run appended once");

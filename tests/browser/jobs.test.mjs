@@ -66,6 +66,9 @@ test('prompt library, make a job, run it now, pause, resume, delete', async (t) 
     assert.equal(await page.getByLabel(/^Prompt text/).inputValue(), PROMPT);
 
     await page.getByLabel(/^Schedule/).fill('0 8 * * MON-FRI');
+    // Deliver each answer to a conversation of mine and as a comment on PAY-7.
+    await page.getByLabel(/to a conversation of mine/).check();
+    await page.getByLabel(/as a comment on the Jira issue/).fill('PAY-7');
     await page.getByRole('button', { name: 'Create job' }).click();
     await page.waitForURL(/\/jobs\/[0-9a-f-]+\?notice=job_created$/);
     await page.getByRole('heading', { name: 'PAY digest' }).waitFor();
@@ -86,6 +89,26 @@ test('prompt library, make a job, run it now, pause, resume, delete', async (t) 
     assert.equal(await output.locator('strong').innerText(), 'PAY', 'the output is rendered Markdown');
     assert.match(await run.locator('summary').innerText(), /succeeded\s+manual/);
     await screenshot(page, 'jobs');
+
+    // Each delivery shows on the run: the conversation with its link, the Jira comment
+    // failed (no Jira token is stored here) with the reason and Deliver again.
+    const delivered = run.locator('li.delivery[data-target="conversation"][data-state="delivered"]');
+    await delivered.waitFor({ timeout: 20_000 });
+    const link = await delivered.getByRole('link', { name: 'open' }).getAttribute('href');
+    assert.match(link, /\/c\/\d+$/);
+    const failed = run.locator('li.delivery[data-target="jira"][data-state="failed"]');
+    await failed.waitFor({ timeout: 20_000 });
+    assert.match(await failed.locator('.message-error').innerText(), /token|MCP server/);
+    await failed.getByRole('button', { name: 'Deliver again' }).waitFor();
+    await run.locator('ul.deliveries').scrollIntoViewIfNeeded();
+    await screenshot(page, 'job-deliveries');
+    await failed.getByRole('button', { name: 'Deliver again' }).click();
+    await page.getByText('Delivering again.').waitFor();
+    await page.locator('li.delivery[data-target="jira"][data-state="failed"]').waitFor({ timeout: 20_000 });
+    const conversation = await context.newPage();
+    await conversation.goto(new URL(link, page.url()).href);
+    await conversation.getByText(/Scheduled run of PAY digest/).waitFor();
+    await conversation.close();
 
     await page.getByRole('button', { name: 'Pause' }).click();
     await page.getByText('Job paused').waitFor();
