@@ -165,9 +165,20 @@ async fn examples(cluster: Arc<Cluster>) {
     let mcp = tokio::task::spawn_blocking(move || mcp_servers::start_atlassian(&base)).await.unwrap();
     let Solo { llm, data, promptops } = Solo::start_with(&cluster, &ns, Some(&mcp.url)).await;
 
-    // Ready means the leader's caches are synced, and /readyz says so.
-    let readyz = reqwest::get(format!("{}/readyz?verbose", promptops.base)).await.unwrap().text().await.unwrap();
-    assert!(readyz.contains("[+]controller ok"), "{readyz}");
+    // A replica is ready before it leads; once it holds the Lease, ready means the
+    // leader's caches are synced, and /readyz says so.
+    let start = Instant::now();
+    loop {
+        let lease =
+            cluster.kubectl(&["get", "lease/promptops-controller", "-n", &ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+        let leading = lease.stdout == b"solo";
+        let readyz = reqwest::get(format!("{}/readyz?verbose", promptops.base)).await.unwrap().text().await.unwrap();
+        if leading && readyz.contains("[+]controller ok") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "leading: {leading}; {readyz}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     cluster.kubectl_ok(&["apply", "-n", &ns, "-f", &format!("{ROOT}/examples/kubernetes/")]);
     cluster.kubectl_ok(&[
         "wait",
