@@ -94,6 +94,7 @@ impl Application {
                 settings.web.session_max_lifetime,
             ),
             throttle: LoginThrottle::new(),
+            oidc: crate::auth::oidc::OidcService::new(pool.clone()),
             audit: audit.clone(),
         });
         let bootstrap_password = settings.web.bootstrap_admin_password.clone().map(SecretString::from);

@@ -42,6 +42,18 @@ pub fn list<'a, T: AsRef<str> + ?Sized + 'a>(names: impl Iterator<Item = &'a T>)
     if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
+/// An error with its causes, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::prefix;

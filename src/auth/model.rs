@@ -53,6 +53,18 @@ pub struct User {
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub password_changed_at: DateTime<Utc>,
+    /// The single sign-on identity this account is linked to, if any.
+    pub oidc_subject: Option<String>,
+    /// An admin allowed the next single sign-on of this name to take the account over.
+    pub sso_link_allowed: bool,
+}
+
+impl User {
+    /// Whether the account can sign in with a local password at all (single sign-on
+    /// accounts created at sign-in have none).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
 }
 
 /// A validated user name: 2–64 characters of letters, digits and `.`, `_`, `-`, `@`.

@@ -23,8 +23,37 @@ pub enum UserError {
     LastAdmin,
     #[error("the current password is wrong")]
     WrongPassword,
+    #[error("this account signs in with single sign-on and has no password here")]
+    NoPassword,
     #[error(transparent)]
     Hash(#[from] password::HashError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// A person as the identity provider vouches for them.
+#[derive(Debug)]
+pub struct LinkedIdentity<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub username: &'a Username,
+    /// Whether they are in an admin group; `None` when groups do not decide roles.
+    pub admin: Option<bool>,
+    /// A local account of the same name may be taken over without an admin's allowance.
+    pub link_by_username: bool,
+}
+
+/// Why a signed-in identity gets no account.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(
+        "an account named {0:?} already exists here; an administrator must allow it to sign in with single sign-on"
+    )]
+    NameTaken(String),
+    #[error("this account is disabled")]
+    Disabled,
+    #[error(transparent)]
+    Users(#[from] UserError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -134,6 +163,9 @@ impl UserService {
         keep_session: &str,
         actor: &Actor,
     ) -> Result<(), UserError> {
+        if !user.has_password() {
+            return Err(UserError::NoPassword);
+        }
         if !password::verify(current, &user.password_hash).await {
             self.audit.record(actor, event("password.change", &user.username, Outcome::Failure)).await;
             return Err(UserError::WrongPassword);
@@ -190,6 +222,104 @@ impl UserService {
         let action = if disabled { "user.disable" } else { "user.enable" };
         self.audit.record(actor, event(action, &user.username, Outcome::Success)).await;
         self.get(id).await
+    }
+
+    /// An admin allows (or no longer allows) the next single sign-on of this account's
+    /// name to take the account over.
+    pub async fn allow_sso_link(&self, id: i64, allowed: bool, actor: &Actor) -> Result<User, UserError> {
+        let user = self.get(id).await?;
+        users::set_sso_link_allowed(&mut *self.db.acquire().await?, id, allowed).await?;
+        let detail = if allowed { "allowed" } else { "withdrawn" };
+        self.audit
+            .record(
+                actor,
+                Event {
+                    action: "user.sso_link",
+                    target: Some(&user.username),
+                    outcome: Outcome::Success,
+                    detail: Some(detail),
+                },
+            )
+            .await;
+        self.get(id).await
+    }
+
+    /// The account for a person the identity provider signed in: the one linked to their
+    /// identity, else a local one of the same name when linking is allowed, else a new
+    /// one. `admin` (when groups decide roles) sets the role, audited when it changes;
+    /// the last active admin keeps the role.
+    pub async fn sign_in_linked(&self, person: &LinkedIdentity<'_>) -> Result<User, LinkError> {
+        let mut tx = crate::db::write(&self.db).await?;
+        let now = Utc::now();
+        let (mut user, created) = match users::by_identity(&mut tx, person.issuer, person.subject).await? {
+            Some(user) => (user, false),
+            None => match users::by_username(&mut tx, person.username.as_str()).await? {
+                Some(local) if local.oidc_subject.is_none() && (person.link_by_username || local.sso_link_allowed) => {
+                    users::link(&mut tx, local.id, person.issuer, person.subject).await?;
+                    (local, false)
+                }
+                Some(_) => return Err(LinkError::NameTaken(person.username.as_str().to_owned())),
+                None => {
+                    let role = if person.admin == Some(true) { Role::Admin } else { Role::User };
+                    let id = users::insert_linked(
+                        &mut tx,
+                        person.username.as_str(),
+                        role,
+                        person.issuer,
+                        person.subject,
+                        now,
+                    )
+                    .await?;
+                    (users::by_id(&mut tx, id).await?.ok_or(UserError::NotFound)?, true)
+                }
+            },
+        };
+        if user.disabled {
+            return Err(LinkError::Disabled);
+        }
+        let wanted = person.admin.map(|admin| if admin { Role::Admin } else { Role::User });
+        let mut kept_last_admin = false;
+        let changed = match wanted {
+            Some(role) if role != user.role && !created => {
+                users::set_role(&mut tx, user.id, role).await?;
+                if users::count_active_admins(&mut tx).await? == 0 {
+                    users::set_role(&mut tx, user.id, user.role).await?;
+                    kept_last_admin = true;
+                    None
+                } else {
+                    user.role = role;
+                    Some(role)
+                }
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        let system = Actor { username: Some(user.username.clone()), client_addr: None };
+        if created {
+            let detail = Some(user.role.as_str());
+            self.audit
+                .record(
+                    &system,
+                    Event { action: "user.create", target: Some(&user.username), outcome: Outcome::Success, detail },
+                )
+                .await;
+        }
+        let role_event = match (changed, kept_last_admin) {
+            (Some(role), _) => Some((Outcome::Success, format!("{role} (groups at sign-in)"))),
+            (None, true) => {
+                Some((Outcome::Denied, "left the admin groups but is the last active admin; stays admin".to_owned()))
+            }
+            (None, false) => None,
+        };
+        if let Some((outcome, detail)) = role_event {
+            self.audit
+                .record(
+                    &system,
+                    Event { action: "user.role", target: Some(&user.username), outcome, detail: Some(&detail) },
+                )
+                .await;
+        }
+        Ok(users::by_id(&mut *self.db.acquire().await?, user.id).await?.ok_or(UserError::NotFound)?)
     }
 
     async fn replace_password(

@@ -28,6 +28,123 @@ pub struct ServiceConfig {
     /// How scheduled jobs' answers are delivered.
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// Who signs in, and how: local passwords, single sign-on, or both.
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// Sign-in methods.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Sign-in with a promptops user name and password.
+    pub local: LocalLogin,
+    /// Sign-in through an OpenID Connect provider (Entra ID, Okta, Keycloak, Google, …).
+    pub oidc: Option<OidcSettings>,
+}
+
+/// Who may sign in with a local password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalLogin {
+    /// Everyone with a local account.
+    #[default]
+    Enabled,
+    /// Only admins: the break-glass way in when the provider is down.
+    AdminOnly,
+    /// Nobody; needs `oidc`.
+    Off,
+}
+
+impl LocalLogin {
+    pub fn allows(self, role: crate::auth::model::Role) -> bool {
+        match self {
+            Self::Enabled => true,
+            Self::AdminOnly => role == crate::auth::model::Role::Admin,
+            Self::Off => false,
+        }
+    }
+}
+
+/// One OpenID Connect provider (authorization code flow with PKCE).
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer exactly as the provider spells it (its discovery document must say the
+    /// same), e.g. `https://login.example.com/realms/acme`.
+    pub issuer: String,
+    pub client_id: String,
+    /// Only as `${env:NAME}`. Without it the client is public (PKCE only).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Scopes asked for; must include `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that becomes the promptops user name; `email` when it is absent.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The claim listing the person's groups (in the ID token, else from the userinfo endpoint).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Only people in one of these groups may sign in; empty lets everyone the provider
+    /// signs in.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// People in one of these groups are admins, the others users, decided anew at every
+    /// sign-in. Empty leaves roles to the Users page.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Text of the login page's button.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+    /// A first sign-in may take over a local account of the same name. Off by default:
+    /// an admin allows it per account on the Users page.
+    #[serde(default)]
+    pub link_by_username: bool,
+    /// How far the provider's clock may be off when expiry and issue times are checked.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Limit for each request to the provider.
+    #[serde(default = "default_oidc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client secret stays out of every log line.
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("scopes", &self.scopes)
+            .field("allowed_groups", &self.allowed_groups)
+            .field("admin_groups", &self.admin_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with single sign-on".into()
+}
+
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_oidc_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Delivering job results to Jira, Confluence, webhooks and conversations.

@@ -9,7 +9,9 @@ use url::Url;
 
 use super::interpolate::references_env;
 use super::issue::{ConfigFile, ConfigIssue};
-use super::model::{Config, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ResponseFormat, ServiceConfig};
+use super::model::{
+    AuthSettings, Config, LocalLogin, McpAuth, PAYLOAD_PLACEHOLDERS, PromptsFile, ResponseFormat, ServiceConfig,
+};
 use crate::template;
 
 /// Header names that carry credentials; their values must come from `${env:…}`.
@@ -50,6 +52,15 @@ pub fn inline_secrets(file: ConfigFile, raw: &Value) -> Vec<ConfigIssue> {
                         "credentials must not be written inline: reference an environment variable with ${env:NAME}",
                     ));
                 }
+            }
+            if let Some(secret) = raw.pointer("/auth/oidc/client_secret")
+                && inline(secret)
+            {
+                issues.push(ConfigIssue::new(
+                    file,
+                    "auth.oidc.client_secret",
+                    "credentials must not be written inline: reference an environment variable with ${env:NAME}",
+                ));
             }
         }
         ConfigFile::Payload | ConfigFile::Prompts => {}
@@ -147,6 +158,7 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
     if service.agent.max_result_chars < 100 {
         issue("agent.max_result_chars".into(), "must be at least 100".into());
     }
+    check_auth(&service.auth, &mut issue);
     let delivery = &service.delivery;
     if delivery.max_attempts == 0 {
         issue("delivery.max_attempts".into(), "must be at least 1".into());
@@ -206,6 +218,56 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
                 }
             }
         }
+    }
+}
+
+/// The longest clock difference the ID token checks tolerate.
+const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn check_auth(auth: &AuthSettings, issue: &mut impl FnMut(String, String)) {
+    let Some(oidc) = &auth.oidc else {
+        if auth.local == LocalLogin::Off {
+            issue("auth.local".into(), "\"off\" needs auth.oidc: nobody could sign in".into());
+        }
+        return;
+    };
+    match Url::parse(&oidc.issuer) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)) => {
+            if url.query().is_some() || url.fragment().is_some() {
+                issue("auth.oidc.issuer".into(), "an issuer has no query or fragment".into());
+            }
+        }
+        Ok(_) => issue("auth.oidc.issuer".into(), "must be an https URL (http only on loopback)".into()),
+        Err(e) => issue("auth.oidc.issuer".into(), format!("not a URL: {e}")),
+    }
+    if oidc.client_id.trim().is_empty() {
+        issue("auth.oidc.client_id".into(), "must not be empty".into());
+    }
+    if !oidc.scopes.iter().any(|s| s == "openid") {
+        issue("auth.oidc.scopes".into(), "must include \"openid\"".into());
+    }
+    for (field, value) in [("username_claim", &oidc.username_claim), ("groups_claim", &oidc.groups_claim)] {
+        if value.trim().is_empty() {
+            issue(format!("auth.oidc.{field}"), "must not be empty".into());
+        }
+    }
+    if oidc.label.trim().is_empty() || oidc.label.chars().count() > 60 {
+        issue("auth.oidc.label".into(), "must be 1 to 60 characters".into());
+    }
+    if oidc.clock_skew > MAX_CLOCK_SKEW {
+        issue("auth.oidc.clock_skew".into(), "may be at most 5m".into());
+    }
+    if oidc.timeout.is_zero() {
+        issue("auth.oidc.timeout".into(), "must be longer than zero".into());
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

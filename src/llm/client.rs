@@ -363,13 +363,5 @@ async fn error_message(response: reqwest::Response) -> String {
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::text::error_chain(error)
 }

@@ -22,6 +22,13 @@ impl WebContext {
         }
     }
 
+    /// The public URL of a path of this site.
+    pub fn url(&self, path: &str) -> Url {
+        // The origin is a serialised URL origin and `path` one of our literal paths.
+        #[allow(clippy::expect_used)]
+        Url::parse(&self.public_origin).and_then(|base| base.join(path)).expect("the public origin is a URL")
+    }
+
     pub fn cookie_name(&self) -> &'static str {
         if self.secure { "__Host-promptops_session" } else { "promptops_session" }
     }

@@ -210,6 +210,7 @@ impl From<UserError> for ApiError {
             UserError::NotFound => Self::NotFound("no such user"),
             UserError::LastAdmin => Self::Conflict(e.to_string()),
             UserError::WrongPassword => Self::Forbidden("the current password is wrong"),
+            UserError::NoPassword => Self::Unprocessable(e.to_string()),
             UserError::Hash(_) | UserError::Db(_) => Self::Internal(e.into()),
         }
     }
@@ -232,6 +233,8 @@ impl From<LoginError> for ApiError {
             LoginError::Throttled(wait) => {
                 Self::TooManyRequests(wait, "too many failed attempts; try again later".into())
             }
+            LoginError::LocalOff => Self::Forbidden("local sign-in is turned off; use single sign-on"),
+            LoginError::AdminOnly => Self::Forbidden("local sign-in is for administrators only; use single sign-on"),
             LoginError::Users(e) => e.into(),
             LoginError::Db(e) => e.into(),
         }

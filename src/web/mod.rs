@@ -50,6 +50,13 @@ pub struct AppState {
     pub web: Arc<WebContext>,
 }
 
+impl AppState {
+    /// The sign-in methods of the live config.
+    pub fn auth_settings(&self) -> crate::config::model::AuthSettings {
+        self.config.current().map(|s| s.config.service.auth.clone()).unwrap_or_default()
+    }
+}
+
 impl FromRef<AppState> for Arc<Metrics> {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()
@@ -120,6 +127,8 @@ fn routes(exposure: Exposure) -> Routes {
         .get("/login", Public, pages::auth::page)
         .post("/login", Public, pages::auth::submit)
         .post("/logout", SignedIn, pages::auth::logout)
+        .get("/auth/oidc/start", Public, pages::auth::sso_start)
+        .get(pages::auth::CALLBACK_PATH, Public, pages::auth::sso_callback)
         .get("/settings", SignedIn, pages::settings::page)
         .post("/settings/password", SignedIn, pages::settings::change_password)
         .post("/settings/credentials/{service}", SignedIn, pages::settings::set_token)

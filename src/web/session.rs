@@ -194,6 +194,26 @@ pub fn session_cookie(state: &AppState, value: String) -> Cookie<'static> {
         .build()
 }
 
+/// Binds a single sign-on under way to this browser: the callback is accepted only with it.
+pub fn sso_binding_name(state: &AppState) -> &'static str {
+    if state.web.secure { "__Host-promptops_sso" } else { "promptops_sso" }
+}
+
+/// `Lax`, so the provider's redirect back (a top-level GET from another site) carries it.
+pub fn sso_binding_cookie(state: &AppState, value: String) -> Cookie<'static> {
+    Cookie::build((sso_binding_name(state), value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.web.secure)
+        .path("/")
+        .max_age(time_duration(crate::auth::oidc::LOGIN_TTL))
+        .build()
+}
+
+pub fn cleared_sso_binding_cookie(state: &AppState) -> Cookie<'static> {
+    Cookie::build((sso_binding_name(state), "")).http_only(true).secure(state.web.secure).path("/").removal().build()
+}
+
 /// A cookie that makes the browser forget the session.
 pub fn cleared_session_cookie(state: &AppState) -> Cookie<'static> {
     Cookie::build((state.web.cookie_name(), "")).http_only(true).secure(state.web.secure).path("/").removal().build()

@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,7 @@ const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 
 /** A port that was free a moment ago on 127.0.0.1. */
-async function freePort() {
+export async function freePort() {
   const server = net.createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -33,11 +33,12 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Starts `promptops serve` and waits until GET /readyz answers 200.
  *
- * The child gets the parent's environment without any PROMPTOPS_* variable, plus `env`.
+ * The child gets the parent's environment without any PROMPTOPS_* variable, plus `env`; `port`
+ * picks the port (default: a free one), `editConfig(json)` returns the config.json to use.
  * Returns { baseUrl, dir, logs(), stop() }; stop() sends SIGTERM, waits for the exit
  * (SIGKILL after 10 s) and removes the temp dir.
  */
-export async function startPromptops({ env = {}, readyTimeoutMs = READY_TIMEOUT_MS } = {}) {
+export async function startPromptops({ env = {}, readyTimeoutMs = READY_TIMEOUT_MS, port: wanted, editConfig } = {}) {
   const bin = process.env.PROMPTOPS_BIN;
   if (!bin) {
     throw new Error(
@@ -48,13 +49,17 @@ export async function startPromptops({ env = {}, readyTimeoutMs = READY_TIMEOUT_
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'promptops-browser-'));
   await cp(path.join(repoRoot, 'config'), path.join(dir, 'config'), { recursive: true });
+  if (editConfig) {
+    const file = path.join(dir, 'config', 'config.json');
+    await writeFile(file, JSON.stringify(editConfig(JSON.parse(await readFile(file, 'utf8'))), null, 2));
+  }
 
   const childEnv = Object.fromEntries(
     Object.entries(process.env).filter(([key]) => !key.startsWith('PROMPTOPS_')),
   );
   Object.assign(childEnv, env);
 
-  const port = await freePort();
+  const port = wanted ?? (await freePort());
   const baseUrl = `http://127.0.0.1:${port}`;
   const lines = [];
   const child = spawn(

@@ -10,7 +10,8 @@ use crate::auth::model::{Role, User};
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, username, password_hash, role, disabled, created_at, password_changed_at FROM users ",
+            "SELECT id, username, password_hash, role, disabled, created_at, password_changed_at, oidc_subject, sso_link_allowed \
+             FROM users ",
             $rest
         )
     };
@@ -79,5 +80,58 @@ pub async fn set_role(conn: &mut SqliteConnection, id: i64, role: Role) -> Resul
 
 pub async fn set_disabled(conn: &mut SqliteConnection, id: i64, disabled: bool) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// The account linked to a single sign-on identity.
+pub async fn by_identity(
+    conn: &mut SqliteConnection,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(select_users!("WHERE oidc_issuer = ? AND oidc_subject = ?"))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A new account for a single sign-on identity, without a local password.
+pub async fn insert_linked(
+    conn: &mut SqliteConnection,
+    username: &str,
+    role: Role,
+    issuer: &str,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO users (username, password_hash, role, created_at, password_changed_at, oidc_issuer, oidc_subject) \
+         VALUES (?, '', ?, ?, ?, ?, ?)",
+    )
+    .bind(username)
+    .bind(role)
+    .bind(now)
+    .bind(now)
+    .bind(issuer)
+    .bind(subject)
+    .execute(conn)
+    .await?;
+    Ok(result.last_insert_rowid())
+}
+
+/// Links an existing account to a single sign-on identity (and spends the admin's allowance).
+pub async fn link(conn: &mut SqliteConnection, id: i64, issuer: &str, subject: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET oidc_issuer = ?, oidc_subject = ?, sso_link_allowed = 0 WHERE id = ?")
+        .bind(issuer)
+        .bind(subject)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_sso_link_allowed(conn: &mut SqliteConnection, id: i64, allowed: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET sso_link_allowed = ? WHERE id = ?").bind(allowed).bind(id).execute(conn).await?;
     Ok(())
 }

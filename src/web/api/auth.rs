@@ -30,7 +30,8 @@ pub async fn login(
     jar: CookieJar,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (cookie, session) = state.auth.login(request.username.trim(), &request.password, &client.0).await?;
+    let (cookie, session) =
+        state.auth.login(request.username.trim(), &request.password, &client.0, state.auth_settings().local).await?;
     let body = LoginResponse {
         username: session.user.username.clone(),
         role: session.user.role.to_string(),
