@@ -90,7 +90,8 @@ test('sign in, store a token, see only its hint, sign out', async (t) => {
     await page.setViewportSize({ width: 1280, height: 800 });
 
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await page.waitForURL(/\/login$/);
+    await page.waitForURL(/\/login\?signed_out=1$/);
+    await page.getByText('You are signed out.').waitFor();
     await page.goto(`${server.baseUrl}/settings`);
     assert.match(page.url(), /\/login\?next=/, 'the old session is gone');
     assert.deepEqual(errors.filter((e) => /Content Security Policy|Refused/.test(e)), []);
