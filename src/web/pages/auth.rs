@@ -45,8 +45,8 @@ pub struct SsoButton {
     label: String,
     /// `/auth/oidc/start?next=…`
     href: String,
-    /// Why the provider cannot be used just now.
-    unavailable: Option<String>,
+    /// The provider's last look failed; why is logged, not shown to strangers.
+    unavailable: bool,
 }
 
 impl LoginPage {
@@ -60,7 +60,7 @@ impl LoginPage {
                 Some(SsoButton {
                     label: oidc.label.clone(),
                     href: format!("/auth/oidc/start?{}", encode_query(&[("next", &next)])),
-                    unavailable: status.error,
+                    unavailable: status.error.is_some(),
                 })
             }
             None => None,
