@@ -155,7 +155,7 @@ pub struct Identity {
 }
 
 /// The outcome of the last fetch of the provider's metadata, for the admin config page.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderStatus {
     pub issuer: String,
     pub checked_at: DateTime<Utc>,
@@ -176,6 +176,8 @@ pub struct OidcService {
     http: reqwest::Client,
     cached: tokio::sync::Mutex<Option<Discovered>>,
     status: Mutex<Option<ProviderStatus>>,
+    /// When a token signed with an unknown key last made us fetch the keys again.
+    forced_at: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,8 +193,11 @@ impl OidcService {
             .build()
             // Only a broken TLS backend makes this fail, and then nothing works.
             .unwrap_or_default();
-        Self { db, http, cached: tokio::sync::Mutex::new(None), status: Mutex::new(None) }
+        Self { db, http, cached: tokio::sync::Mutex::new(None), status: Mutex::new(None), forced_at: Mutex::new(None) }
     }
+
+    /// How long a look at the provider is trusted by the pages that show its state.
+    pub const RECHECK: Duration = Duration::from_secs(5);
 
     /// The last known state of the provider (None before the first look).
     pub fn status(&self) -> Option<ProviderStatus> {
@@ -336,17 +341,29 @@ impl OidcService {
     }
 
     /// The provider's metadata and keys: cached, fetched when missing, older than an hour,
-    /// for another issuer, or when `refetch` asks (at most every 30 s).
+    /// for another issuer, or when `refetch` asks (a token signed with a key we do not
+    /// know: at most every 30 s, so forged tokens cannot make us hammer the provider; a
+    /// routine fetch does not count, so a rotation right after one is seen at once).
     async fn discovered(&self, settings: &OidcSettings, refetch: bool) -> Result<Discovered, Refusal> {
         let mut cached = self.cached.lock().await;
         if let Some(d) = cached.as_ref()
             && d.issuer == settings.issuer
             && d.fetched.elapsed() < METADATA_TTL
-            && (!refetch || d.fetched.elapsed() < REFETCH_MIN_INTERVAL)
+            && !(refetch && self.may_force_refetch())
         {
             return Ok(d.clone());
         }
         self.fetch(settings, &mut cached).await
+    }
+
+    /// Whether a forced refetch may go ahead now; if so, it counts as done.
+    fn may_force_refetch(&self) -> bool {
+        let mut forced_at = self.forced_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if forced_at.is_some_and(|at| at.elapsed() < REFETCH_MIN_INTERVAL) {
+            return false;
+        }
+        *forced_at = Some(Instant::now());
+        true
     }
 
     /// Fetches metadata and keys, records the outcome, and caches them when good (a failed
@@ -521,6 +538,15 @@ mod tests {
         assert_eq!(decide(&settings(&["staff"], &["ops"]), &groups(&["staff", "ops"])).unwrap(), Some(true));
         // An admin group does not let in someone outside the allowed ones.
         assert!(matches!(decide(&settings(&["staff"], &["ops"]), &groups(&["ops"])), Err(Refusal::NotAllowed)));
+    }
+
+    #[tokio::test]
+    async fn forced_key_refetches_are_spaced_out() {
+        let service = OidcService::new(SqlitePool::connect_lazy("sqlite::memory:").unwrap());
+        assert!(service.may_force_refetch(), "the first unknown key fetches the keys again");
+        assert!(!service.may_force_refetch(), "the next one within 30 s does not");
+        *service.forced_at.lock().unwrap() = Some(Instant::now() - REFETCH_MIN_INTERVAL);
+        assert!(service.may_force_refetch(), "after 30 s it does again");
     }
 
     #[test]

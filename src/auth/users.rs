@@ -228,6 +228,9 @@ impl UserService {
     /// name to take the account over.
     pub async fn allow_sso_link(&self, id: i64, allowed: bool, actor: &Actor) -> Result<User, UserError> {
         let user = self.get(id).await?;
+        if allowed && user.oidc_subject.is_some() {
+            return Err(UserError::Invalid("this account is already linked to a single sign-on identity".into()));
+        }
         users::set_sso_link_allowed(&mut *self.db.acquire().await?, id, allowed).await?;
         let detail = if allowed { "allowed" } else { "withdrawn" };
         self.audit

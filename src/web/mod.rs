@@ -55,6 +55,13 @@ impl AppState {
     pub fn auth_settings(&self) -> crate::config::model::AuthSettings {
         self.config.current().map(|s| s.config.service.auth.clone()).unwrap_or_default()
     }
+
+    /// The identity provider's state when single sign-on is configured, looked at again
+    /// when the last look is a few seconds old (the admin config page and API show it).
+    pub async fn sso_status(&self) -> Option<crate::auth::oidc::ProviderStatus> {
+        let oidc = self.auth_settings().oidc?;
+        Some(self.auth.oidc.check(&oidc, crate::auth::oidc::OidcService::RECHECK).await)
+    }
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -141,6 +148,7 @@ fn routes(exposure: Exposure) -> Routes {
         .post("/admin/users/{id}/disable", Admin, pages::admin::disable)
         .post("/admin/users/{id}/enable", Admin, pages::admin::enable)
         .post("/admin/users/{id}/reset-password", Admin, pages::admin::reset_password)
+        .post("/admin/users/{id}/sso-link", Admin, pages::admin::allow_sso_link)
         .get("/admin/config", Admin, pages::admin::config)
         .get("/admin/audit", Admin, pages::admin::audit)
 }

@@ -65,6 +65,30 @@ async fn the_last_active_admin_cannot_be_removed() {
 }
 
 #[tokio::test]
+async fn an_admin_allows_single_sign_on_to_take_a_local_account_over() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let created = admin.post("/api/v1/admin/users", &serde_json::json!({"username": "ida"})).await;
+    let id = created.json::<serde_json::Value>().await.unwrap()["user"]["id"].as_i64().unwrap();
+    let user = admin.json(&format!("/api/v1/admin/users/{id}")).await;
+    assert_eq!((user["sso_linked"].as_bool(), user["sso_link_allowed"].as_bool()), (Some(false), Some(false)));
+
+    let allowed =
+        admin.patch(&format!("/api/v1/admin/users/{id}"), &serde_json::json!({"sso_link_allowed": true})).await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.json::<serde_json::Value>().await.unwrap()["sso_link_allowed"], true);
+    let withdrawn =
+        admin.patch(&format!("/api/v1/admin/users/{id}"), &serde_json::json!({"sso_link_allowed": false})).await;
+    assert_eq!(withdrawn.json::<serde_json::Value>().await.unwrap()["sso_link_allowed"], false);
+    let audit = admin.json("/api/v1/admin/audit?action=user.sso_link").await;
+    let details: Vec<_> = audit["entries"].as_array().unwrap().iter().map(|e| e["detail"].clone()).collect();
+    assert_eq!(details, [serde_json::json!("withdrawn"), serde_json::json!("allowed")], "{audit}");
+    let bad = admin.patch(&format!("/api/v1/admin/users/{id}"), &serde_json::json!({"sso_link_allowed": "yes"})).await;
+    assert_eq!(bad.status(), 422);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_password_reset_returns_a_new_password_and_ends_sessions() {
     let app = spawn_app().await;
     let ivy = app.user("ivy").await;

@@ -28,6 +28,7 @@ test('single sign-on through a real provider, with every refusal explained and a
       bob: { sub: 'sub-bob', email: 'bob@example.com', name: 'Bob', groups: ['staff', 'promptops-admins'] },
       mallory: { sub: 'sub-mallory', email: 'mallory@example.com', name: 'Mallory', groups: ['guests'] },
       admin: { sub: 'sub-other-admin', email: 'admin@example.com', name: 'Not our admin', groups: ['staff'] },
+      carol: { sub: 'sub-carol', email: 'carol@example.com', name: 'Carol', groups: ['staff'] },
     },
   });
   const server = await startPromptops({
@@ -122,7 +123,8 @@ test('single sign-on through a real provider, with every refusal explained and a
 
     // The provider rotates its signing key: the new key is fetched and sign-in goes on. (Before
     // the forged tokens: one with an unknown key also fetches the keys again, and promptops
-    // does that at most every 30 s, so a rotation just after it would wait that long.)
+    // does that at most every 30 s, so a rotation just after it would wait that long; a
+    // routine look at the provider, as the login page makes, does not count.)
     await provider.rotateKey();
     const rotated = await sso('alice');
     assert.match(new URL(rotated.page.url()).pathname, /^\/c\/\d+$/, 'signed in: her conversation');
@@ -172,9 +174,33 @@ test('single sign-on through a real provider, with every refusal explained and a
     ]) {
       assert.ok(audit.includes(code), `audit has ${code}:\n${audit}`);
     }
+    // The config page shows the provider as read.
+    await admin.goto(`${base}/admin/config`);
+    assert.match(await admin.getByTestId('sso-status').innerText(), /discovery document and keys read/);
     await admin.goto(`${base}/admin/users`);
     await admin.locator('tr', { hasText: 'alice' }).getByRole('button', { name: /^Disable/ }).click();
     await admin.waitForURL(/notice=user_disabled/);
+    // A local account is moved to single sign-on only when an admin allows it.
+    await admin.locator('#new-username').fill('carol');
+    await admin.getByRole('button', { name: 'Add user' }).click();
+    await admin.getByTestId('issued-password').waitFor();
+    const carolRefused = await sso('carol');
+    assert.match(await failure(carolRefused.page), /an account named "carol" already exists/);
+    await carolRefused.context.close();
+    await admin.goto(`${base}/admin/users`);
+    await admin.locator('tr', { hasText: 'carol' }).getByRole('button', { name: /^Allow SSO link/ }).click();
+    await admin.waitForURL(/notice=sso_link_allowed/);
+    assert.match(await admin.locator('tr', { hasText: 'carol' }).innerText(), /link allowed/);
+    const carol = await sso('carol');
+    assert.equal(new URL(carol.page.url()).pathname, '/', 'carol signed in to her existing account');
+    await carol.context.close();
+    await admin.goto(`${base}/admin/users`);
+    const carolRow = admin.locator('tr', { hasText: 'carol' });
+    assert.match(await carolRow.innerText(), /single sign-on/);
+    await screenshot(admin, 'sso-users-linked');
+    assert.equal(await carolRow.getByRole('button', { name: /SSO link/ }).count(), 0, 'a linked account offers no link');
+    await admin.goto(`${base}/admin/audit?action=user.sso_link`);
+    assert.match(await admin.locator('main').innerText(), /carol/);
     const disabled = await sso('alice');
     assert.match(await failure(disabled.page), /this account is disabled/);
     await disabled.context.close();
@@ -192,6 +218,11 @@ test('single sign-on through a real provider, with every refusal explained and a
     await down.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
     await down.getByRole('button', { name: 'Sign in', exact: true }).click();
     await down.waitForURL(/\/$|\/c\/\d+$/);
+    // The admin config page names the provider's failure; the login page did not.
+    await down.goto(`${base}/admin/config`);
+    const status = await down.getByTestId('sso-status').innerText();
+    assert.match(status, /unreachable/);
+    await screenshot(down, 'sso-config-provider-down');
     await downContext.close();
     await adminContext.close();
   } catch (err) {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         ("default_config_is_the_example_config_and_crds_match", render::config_and_crds),
         ("deployment_is_locked_down_and_mounts_config_as_a_directory", render::deployment_shape),
         ("rbac_follows_watch_namespaces_and_controller_switch", render::rbac),
+        ("sso_values_become_the_auth_section_and_a_secret_variable", render::sso),
         ("image_matches_the_dockerfile", render::image_matches_dockerfile),
     ];
     let node_steps: Vec<(&str, Step)> = vec![

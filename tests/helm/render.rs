@@ -161,6 +161,64 @@ pub fn rbac() {
 
 /// The OCI image config scripts/build-image made says what the Dockerfile's final stage
 /// says; its size is printed.
+pub fn sso() {
+    let objects = template(&[
+        "--set",
+        "sso.issuer=https://login.example.com/realms/corp",
+        "--set",
+        "sso.clientId=promptops",
+        "--set",
+        "sso.existingSecret=promptops-oidc",
+        "--set",
+        "sso.adminGroups={promptops-admins}",
+        "--set",
+        "sso.local=admin_only",
+    ]);
+    let config = find(&objects, "ConfigMap", "promptops-config").unwrap();
+    let rendered: Value = serde_json::from_str(config["data"]["config.json"].as_str().unwrap()).unwrap();
+    let auth = &rendered["auth"];
+    assert_eq!(auth["local"], "admin_only");
+    assert_eq!(auth["oidc"]["issuer"], "https://login.example.com/realms/corp");
+    assert_eq!(auth["oidc"]["client_secret"], "${env:PROMPTOPS_OIDC_CLIENT_SECRET}", "never the secret itself");
+    assert_eq!(auth["oidc"]["admin_groups"], serde_json::json!(["promptops-admins"]));
+    assert!(auth["oidc"].get("username_claim").is_none(), "empty = the service's default");
+    // What the chart writes is a config the service accepts.
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "header.json", "payload.json", "prompts.json"] {
+        std::fs::write(dir.path().join(file), config["data"][file].as_str().unwrap()).unwrap();
+    }
+    let check = Command::new(env!("CARGO_BIN_EXE_promptops"))
+        .args(["config", "check"])
+        .arg(dir.path())
+        .env("PROMPTOPS_OIDC_CLIENT_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let deployment = find(&objects, "Deployment", "promptops").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let secret = env.iter().find(|e| e["name"] == "PROMPTOPS_OIDC_CLIENT_SECRET").unwrap();
+    assert_eq!(
+        secret["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "promptops-oidc", "key": "client-secret"})
+    );
+
+    let plain = template(&[]);
+    let config = find(&plain, "ConfigMap", "promptops-config").unwrap();
+    assert!(!config["data"]["config.json"].as_str().unwrap().contains("\"auth\""));
+    let chart = chart();
+    for (set, expected) in [
+        (vec!["sso.local=off"], "needs sso.issuer"),
+        (vec!["sso.issuer=https://login.example.com"], "sso.clientId is required"),
+        (vec!["sso.issuer=login.example.com", "sso.clientId=x"], "issuer"),
+        (vec!["sso.issuer=https://x", "sso.clientId=x", "sso.local=sometimes"], "local"),
+    ] {
+        let sets: Vec<&str> = set.iter().flat_map(|s| ["--set", s]).collect();
+        let out = helm(&[&["template", "promptops", chart.as_str()], sets.as_slice()].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expected), "{set:?}: {expected:?} not in {stderr}");
+    }
+}
+
 pub fn image_matches_dockerfile() {
     let archive = image_archive();
     let dir = tempfile::tempdir().unwrap();

@@ -264,3 +264,26 @@ Checks on values that the schema cannot express. Included by the Deployment.
 {{- fail "otel.headersSecret.key must be set when otel.headersSecret.name is" }}
 {{- end }}
 {{- end }}
+
+{{/*
+config.json: config.files.config with the auth section the sso values describe.
+*/}}
+{{- define "promptops.configJson" -}}
+{{- $config := deepCopy .Values.config.files.config }}
+{{- with .Values.sso }}
+{{- if .issuer }}
+{{- if not .clientId }}{{ fail "sso.clientId is required with sso.issuer" }}{{ end }}
+{{- $auth := deepCopy (default dict $config.auth) }}
+{{- if $auth.oidc }}{{ fail "set single sign-on either in sso or in config.files.config.auth.oidc, not both" }}{{ end }}
+{{- $oidc := dict "issuer" .issuer "client_id" .clientId "scopes" .scopes "groups_claim" .groupsClaim "allowed_groups" .allowedGroups "admin_groups" .adminGroups "label" .label "link_by_username" .linkByUsername }}
+{{- if .usernameClaim }}{{ $_ := set $oidc "username_claim" .usernameClaim }}{{ end }}
+{{- if .existingSecret }}{{ $_ := set $oidc "client_secret" "${env:PROMPTOPS_OIDC_CLIENT_SECRET}" }}{{ end }}
+{{- $_ := set $auth "oidc" $oidc }}
+{{- $_ := set $auth "local" .local }}
+{{- $_ := set $config "auth" $auth }}
+{{- else if ne .local "enabled" }}
+{{- fail "sso.local other than enabled needs sso.issuer (or auth.oidc in config.files.config)" }}
+{{- end }}
+{{- end }}
+{{- toJson $config }}
+{{- end }}

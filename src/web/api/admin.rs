@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::model::{Role, User, Username};
+use crate::auth::oidc::ProviderStatus;
 use crate::db::repositories::audit::AuditEntry;
 use crate::db::repositories::config_reloads::ConfigReload;
 use crate::web::AppState;
@@ -20,6 +21,9 @@ pub struct ConfigStatus {
     sha256: Option<String>,
     loaded_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// The identity provider's state when single sign-on is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sso: Option<ProviderStatus>,
 }
 
 pub async fn config(State(state): State<AppState>, AdminUser(_): AdminUser) -> ApiJson<ConfigStatus> {
@@ -29,6 +33,7 @@ pub async fn config(State(state): State<AppState>, AdminUser(_): AdminUser) -> A
         sha256: live.as_ref().map(|s| s.sha256.clone()),
         loaded_at: live.as_ref().map(|s| s.loaded_at),
         last_error: state.config.last_rejected().map(|r| r.error),
+        sso: state.sso_status().await,
     })
 }
 
@@ -67,11 +72,23 @@ pub struct UserEntry {
     role: Role,
     disabled: bool,
     created_at: DateTime<Utc>,
+    /// Linked to a single sign-on identity.
+    sso_linked: bool,
+    /// An admin allowed the next single sign-on of this name to take the account over.
+    sso_link_allowed: bool,
 }
 
 impl From<User> for UserEntry {
     fn from(u: User) -> Self {
-        Self { id: u.id, username: u.username, role: u.role, disabled: u.disabled, created_at: u.created_at }
+        Self {
+            id: u.id,
+            sso_linked: u.oidc_subject.is_some(),
+            sso_link_allowed: u.sso_link_allowed,
+            username: u.username,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: u.created_at,
+        }
     }
 }
 
@@ -128,6 +145,7 @@ pub async fn create_user(
 pub struct UserUpdate {
     role: Option<Role>,
     disabled: Option<bool>,
+    sso_link_allowed: Option<bool>,
 }
 
 pub async fn update_user(
@@ -144,6 +162,9 @@ pub async fn update_user(
     }
     if let Some(disabled) = update.disabled.filter(|d| *d != user.disabled) {
         user = state.auth.users.set_disabled(id, disabled, &actor).await?;
+    }
+    if let Some(allowed) = update.sso_link_allowed.filter(|a| *a != user.sso_link_allowed) {
+        user = state.auth.users.allow_sso_link(id, allowed, &actor).await?;
     }
     Ok(ApiJson(user.into()))
 }

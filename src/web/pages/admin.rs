@@ -29,6 +29,8 @@ pub struct UserView {
     is_admin: bool,
     disabled: bool,
     created: String,
+    sso_linked: bool,
+    sso_link_allowed: bool,
 }
 
 impl From<&User> for UserView {
@@ -39,6 +41,8 @@ impl From<&User> for UserView {
             is_admin: user.role == Role::Admin,
             disabled: user.disabled,
             created: when(user.created_at),
+            sso_linked: user.oidc_subject.is_some(),
+            sso_link_allowed: user.sso_link_allowed,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct UsersPage {
     notice: Option<&'static str>,
     error: Option<String>,
     issued: Option<IssuedView>,
+    /// Single sign-on is configured, so linking accounts means something.
+    sso: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +81,8 @@ fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "role_changed" => Some("Role changed."),
         "user_disabled" => Some("User disabled; their sessions have ended."),
         "user_enabled" => Some("User enabled."),
+        "sso_link_allowed" => Some("The next single sign-on with this name will take the account over."),
+        "sso_link_withdrawn" => Some("Single sign-on may no longer take the account over."),
         _ => None,
     }
 }
@@ -92,7 +100,9 @@ async fn render_users(
         Some(IssuedView { username: i.user.username, password: i.generated_password?.expose_secret().to_owned() })
     });
     let shows_secret = issued.is_some();
-    let page = UsersPage { layout: Layout::signed_in("Users", "users", session), users, notice, error, issued };
+    let sso = state.auth_settings().oidc.is_some();
+    let layout = Layout::signed_in("Users", "users", session);
+    let page = UsersPage { layout, users, notice, error, issued, sso };
     let mut response = (status, page).into_response();
     if shows_secret {
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -184,6 +194,23 @@ pub async fn enable(
     admin_action(&state, &session, result.map(|_| "user_enabled")).await
 }
 
+#[derive(Debug, Deserialize)]
+pub struct SsoLinkForm {
+    allowed: bool,
+}
+
+pub async fn allow_sso_link(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+    Form(form): Form<SsoLinkForm>,
+) -> PageResult {
+    let result = state.auth.users.allow_sso_link(id, form.allowed, &client.actor(&session)).await;
+    let notice = if form.allowed { "sso_link_allowed" } else { "sso_link_withdrawn" };
+    admin_action(&state, &session, result.map(|_| notice)).await
+}
+
 pub async fn reset_password(
     State(state): State<AppState>,
     AdminUser(session): AdminUser,
@@ -207,6 +234,17 @@ async fn admin_action(state: &AppState, session: &Authenticated, result: Result<
         Ok(notice) => Ok(see_other(&format!("/admin/users?notice={notice}"))),
         Err(e @ UserError::LastAdmin) => {
             render_users(state, session, StatusCode::CONFLICT, None, Some(format!("Refused: {e}.")), None).await
+        }
+        Err(UserError::Invalid(reason)) => {
+            render_users(
+                state,
+                session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(format!("Refused: {reason}.")),
+                None,
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -243,6 +281,16 @@ pub struct ConfigPage {
     live: Option<LiveView>,
     rejected: Option<RejectedView>,
     history: Vec<ReloadView>,
+    sso: Option<SsoView>,
+}
+
+/// The identity provider as the last look found it.
+#[derive(Debug)]
+pub struct SsoView {
+    issuer: String,
+    checked_at: String,
+    error: Option<String>,
+    end_session: bool,
 }
 
 pub async fn config(State(state): State<AppState>, AdminUser(session): AdminUser) -> PageResult {
@@ -272,6 +320,12 @@ pub async fn config(State(state): State<AppState>, AdminUser(session): AdminUser
         live,
         rejected,
         history,
+        sso: state.sso_status().await.map(|s| SsoView {
+            issuer: s.issuer,
+            checked_at: when(s.checked_at),
+            error: s.error,
+            end_session: s.end_session_url.is_some(),
+        }),
     };
     Ok(page.into_response())
 }

@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use secrecy::SecretString;
 use serde::Deserialize;
-use std::time::Duration;
 
 use super::{Layout, PageResult, capitalise, see_other};
 use crate::auth::LoginError;
-use crate::auth::oidc::{Callback, Refusal};
+use crate::auth::oidc::{Callback, OidcService, Refusal};
 use crate::auth::session::Authenticated;
 use crate::config::model::LocalLogin;
 use crate::web::AppState;
@@ -56,7 +55,7 @@ impl LoginPage {
         let auth = state.auth_settings();
         let sso = match &auth.oidc {
             Some(oidc) => {
-                let status = state.auth.oidc.check(oidc, PROVIDER_RECHECK).await;
+                let status = state.auth.oidc.check(oidc, OidcService::RECHECK).await;
                 Some(SsoButton {
                     label: oidc.label.clone(),
                     href: format!("/auth/oidc/start?{}", encode_query(&[("next", &next)])),
@@ -78,9 +77,6 @@ impl LoginPage {
         }
     }
 }
-
-/// How long a look at the provider is trusted by the login page.
-const PROVIDER_RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
