@@ -4,7 +4,7 @@
 use chrono::Utc;
 use sqlx::SqlitePool;
 
-use crate::db::repositories::audit::{self, AuditEntry, AuditFilter, NewAuditEntry};
+use crate::db::repositories::audit::{self, AuditEntry, AuditFilter, Cursor, NewAuditEntry};
 
 /// Result of an audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,16 @@ pub struct AuditLog {
 /// Rows per audit page.
 pub const PAGE_SIZE: i64 = 50;
 
+/// One page of the log, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` for the next older page; None at the oldest.
+    pub older: Option<i64>,
+    /// Pass as `after` for the next newer page; None at the newest.
+    pub newer: Option<i64>,
+}
+
 impl AuditLog {
     pub fn new(db: SqlitePool) -> Self {
         Self { db }
@@ -80,14 +90,23 @@ impl AuditLog {
         }
     }
 
-    /// Page `page` (from 1) of the entries matching `filter`, newest first, and whether
-    /// another page follows.
-    pub async fn page(&self, filter: &AuditFilter, page: u32) -> Result<(Vec<AuditEntry>, bool), sqlx::Error> {
-        let offset = i64::from(page.max(1) - 1) * PAGE_SIZE;
+    /// A page of the entries matching `filter` next to `cursor`, newest first, with the
+    /// cursors of the pages around it.
+    pub async fn page(&self, filter: &AuditFilter, cursor: Cursor) -> Result<AuditPage, sqlx::Error> {
         let mut conn = self.db.acquire().await?;
-        let mut rows = audit::page(&mut conn, filter, PAGE_SIZE + 1, offset).await?;
-        let more = rows.len() > PAGE_SIZE as usize;
-        rows.truncate(PAGE_SIZE as usize);
-        Ok((rows, more))
+        let mut entries = audit::page(&mut conn, filter, cursor, PAGE_SIZE + 1).await?;
+        let beyond = entries.len() > PAGE_SIZE as usize;
+        entries.truncate(PAGE_SIZE as usize);
+        let (older_exist, newer_exist) = match cursor {
+            Cursor::Newest => (beyond, false),
+            Cursor::Before(_) => (beyond, true),
+            Cursor::After(_) => {
+                entries.reverse();
+                (true, beyond)
+            }
+        };
+        let older = entries.last().filter(|_| older_exist).map(|e| e.id);
+        let newer = entries.first().filter(|_| newer_exist).map(|e| e.id);
+        Ok(AuditPage { entries, older, newer })
     }
 }

@@ -54,6 +54,54 @@ pub enum ChatError {
     Db(#[from] sqlx::Error),
 }
 
+/// Most conversations a list or search returns.
+const LIST_LIMIT: i64 = 200;
+/// Longest search a user may type.
+const MAX_QUERY_CHARS: usize = 200;
+
+/// A conversation in the sidebar or the API's list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// For a search that matched its messages: the passage, in plain-text parts, the
+    /// matched words marked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snippet: Vec<SnippetPart>,
+}
+
+/// A piece of a search snippet: text (never HTML), and whether it is a matched word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnippetPart {
+    pub text: String,
+    pub hit: bool,
+}
+
+/// Splits a snippet at the index's hit marks.
+fn snippet_parts(snippet: &str) -> Vec<SnippetPart> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut hit = false;
+    for c in snippet.chars() {
+        let starts_hit = match c {
+            conversations::HIT_START => true,
+            conversations::HIT_END => false,
+            _ => {
+                text.push(c);
+                continue;
+            }
+        };
+        if !text.is_empty() {
+            parts.push(SnippetPart { text: std::mem::take(&mut text), hit });
+        }
+        hit = starts_hit;
+    }
+    if !text.is_empty() {
+        parts.push(SnippetPart { text, hit });
+    }
+    parts
+}
+
 /// What a user sends.
 #[derive(Debug, Clone, Default)]
 pub struct Ask {
@@ -138,9 +186,26 @@ impl ChatService {
         Ok(conversations::create(&mut *self.db.acquire().await?, user_id, &title, Utc::now()).await?)
     }
 
-    pub async fn list(&self, user_id: i64, query: Option<&str>) -> Result<Vec<Conversation>, ChatError> {
-        let query = query.map(str::trim).filter(|q| !q.is_empty());
-        Ok(conversations::list(&mut *self.db.acquire().await?, user_id, query, 200).await?)
+    /// The user's conversations, most recently active first; with `query`, those whose
+    /// title holds it, then those whose messages hold all its words (as word prefixes),
+    /// best match first, each with the passage that matched.
+    pub async fn list(&self, user_id: i64, query: Option<&str>) -> Result<Vec<Listed>, ChatError> {
+        let mut conn = self.db.acquire().await?;
+        let Some(query) = query.map(str::trim).filter(|q| !q.is_empty()) else {
+            let all = conversations::list(&mut conn, user_id, LIST_LIMIT).await?;
+            return Ok(all.into_iter().map(|conversation| Listed { conversation, snippet: Vec::new() }).collect());
+        };
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(ChatError::Invalid(format!("a search is at most {MAX_QUERY_CHARS} characters")));
+        }
+        let found = conversations::search(&mut conn, user_id, query, LIST_LIMIT).await?;
+        Ok(found
+            .into_iter()
+            .map(|f| Listed {
+                conversation: f.conversation,
+                snippet: f.snippet.as_deref().map(snippet_parts).unwrap_or_default(),
+            })
+            .collect())
     }
 
     pub async fn get(&self, user_id: i64, id: i64) -> Result<(Conversation, Vec<Message>), ChatError> {
@@ -440,4 +505,21 @@ pub fn export_markdown(conversation: &Conversation, messages: &[Message]) -> Str
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_split_at_their_hit_marks() {
+        let part = |text: &str, hit| SnippetPart { text: text.into(), hit };
+        let snippet = "…the \u{E000}blocker\u{E001} of \u{E000}PAY\u{E001}-7";
+        assert_eq!(
+            snippet_parts(snippet),
+            [part("…the ", false), part("blocker", true), part(" of ", false), part("PAY", true), part("-7", false)]
+        );
+        assert_eq!(snippet_parts("\u{E001}\u{E001}x"), [part("x", false)], "stray marks are dropped");
+        assert!(snippet_parts("").is_empty());
+    }
 }

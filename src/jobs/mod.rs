@@ -323,6 +323,25 @@ impl JobStore {
         Ok(jobs::visible_to(&mut *self.db.acquire().await?, user_id).await?)
     }
 
+    /// The jobs a user sees, each with its latest run (the newest open one, else the last
+    /// finished one): two queries whatever the number of jobs and runs.
+    pub async fn list_with_latest_run(&self, user_id: i64) -> Result<Vec<(JobRow, Option<RunRow>)>, JobError> {
+        let mut conn = self.db.acquire().await?;
+        let jobs = jobs::visible_to(&mut conn, user_id).await?;
+        let mut latest: HashMap<String, RunRow> = jobs::latest_runs_visible_to(&mut conn, user_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.job_id.clone(), r))
+            .collect();
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let run = latest.remove(&job.id);
+                (job, run)
+            })
+            .collect())
+    }
+
     /// One job the user may see.
     pub async fn get(&self, user_id: i64, id: &str) -> Result<JobRow, JobError> {
         let job = jobs::get(&mut *self.db.acquire().await?, id).await?.ok_or(JobError::NotFound)?;

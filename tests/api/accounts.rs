@@ -100,7 +100,7 @@ async fn without_a_session_the_api_answers_401_and_pages_redirect_to_login() {
     assert_eq!(body["error"]["code"], "unauthorized");
 
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    for path in ["/settings", "/admin/users", "/admin/audit?page=2"] {
+    for path in ["/settings", "/admin/users", "/admin/audit?before=2"] {
         let page = client.get(format!("{}{path}", app.base)).send().await.unwrap();
         assert_eq!(page.status(), 303, "{path}");
         let location = page.headers()["location"].to_str().unwrap();

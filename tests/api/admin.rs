@@ -152,10 +152,19 @@ async fn the_audit_log_pages_and_filters() {
     }
     let first = admin.json("/api/v1/admin/audit?action=token.set").await;
     assert_eq!(first["entries"].as_array().unwrap().len(), 50);
-    assert_eq!(first["has_more"], true);
-    let second = admin.json("/api/v1/admin/audit?action=token.set&page=2").await;
+    assert_eq!(first["newer"], serde_json::Value::Null, "the newest page");
+    let older = first["older"].as_i64().unwrap();
+    assert_eq!(older, first["entries"][49]["id"].as_i64().unwrap());
+    let second = admin.json(&format!("/api/v1/admin/audit?action=token.set&before={older}")).await;
     assert_eq!(second["entries"].as_array().unwrap().len(), 5);
-    assert_eq!(second["has_more"], false);
+    assert_eq!(second["older"], serde_json::Value::Null, "the oldest page");
+    assert!(second["entries"][0]["id"].as_i64().unwrap() < older);
+    // Back from the oldest page: the 50 entries just newer than it, newest first.
+    let back = admin.json(&format!("/api/v1/admin/audit?action=token.set&after={}", second["newer"])).await;
+    assert_eq!(back["entries"], first["entries"]);
+    assert_eq!(back["newer"], serde_json::Value::Null);
+    let both = admin.get(&format!("/api/v1/admin/audit?before={older}&after=1")).await;
+    assert_eq!(both.status(), 422);
     let prefix = admin.json("/api/v1/admin/audit?action=token.&actor=admin").await;
     assert!(prefix["entries"].as_array().unwrap().iter().all(|e| e["action"].as_str().unwrap().starts_with("token.")));
     let logins = admin.json("/api/v1/admin/audit?action=login&outcome=success").await;

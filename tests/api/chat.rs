@@ -474,6 +474,25 @@ async fn conversations_can_be_renamed_searched_exported_and_deleted() {
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["id"], first);
     assert_eq!(pat.json("/api/v1/conversations?q=%25").await, json!([]), "LIKE wildcards are taken literally");
+    // Words match as prefixes, in any order, with the passage and its matched words.
+    let found = pat.json("/api/v1/conversations?q=RELEA%202").await;
+    assert_eq!(found[0]["id"], first, "{found}");
+    let hits: Vec<&str> = found[0]["snippet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hit"] == true)
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert!(hits.contains(&"release"), "{found}");
+    // Title matches come first and carry no passage.
+    let by_title = pat.json("/api/v1/conversations?q=sprint").await;
+    assert_eq!(by_title[0]["id"], second);
+    assert!(by_title[0].get("snippet").is_none());
+    // Search syntax is text, never FTS5 operators; too long a search is refused.
+    assert_eq!(pat.json("/api/v1/conversations?q=owner%3Au1%20OR%20NEAR(a)").await, json!([]));
+    let long = pat.get(&format!("/api/v1/conversations?q={}", "a".repeat(201))).await;
+    assert_eq!(long.status(), 422);
 
     let markdown = pat.get(&format!("/api/v1/conversations/{first}/export?format=markdown")).await;
     assert_eq!(markdown.headers()["content-disposition"], format!("attachment; filename=\"conversation-{first}.md\""));

@@ -386,6 +386,8 @@ async fn the_pages_list_show_and_act_on_jobs_and_output_is_sanitised() {
 
     let list = ada.get("/jobs").await.text().await.unwrap();
     assert!(list.contains("Sneaky") && list.contains("Blockers") && list.contains("Europe/Berlin"));
+    let last = ada.json(&format!("/api/v1/jobs/{job}/runs")).await[0]["status"].as_str().unwrap().to_owned();
+    assert!(list.contains(&format!(">{last}</span>")), "the list shows the latest run ({last}): {list}");
 
     // Pause, resume and delete through the page forms.
     let paused = ada.form(&format!("/jobs/{job}/pause"), &[]).await;

@@ -58,12 +58,24 @@ pub async fn insert(
     Ok(())
 }
 
-/// Newest first: `limit` rows after skipping `offset`.
+/// Where a page of the log starts: keyset paging on the id, so any depth costs the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cursor {
+    #[default]
+    Newest,
+    /// Entries older than this id.
+    Before(i64),
+    /// Entries newer than this id.
+    After(i64),
+}
+
+/// `limit` rows matching `filter` next to `cursor`: newest first, except for
+/// [`Cursor::After`], which returns the oldest of the newer entries first.
 pub async fn page(
     conn: &mut SqliteConnection,
     filter: &AuditFilter,
+    cursor: Cursor,
     limit: i64,
-    offset: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
         "SELECT id, occurred_at, actor, action, target, client_addr, outcome, detail FROM audit_log WHERE 1 = 1",
@@ -84,6 +96,11 @@ pub async fn page(
     if let Some(outcome) = &filter.outcome {
         query.push(" AND outcome = ").push_bind(outcome.clone());
     }
-    query.push(" ORDER BY id DESC LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+    match cursor {
+        Cursor::Newest => query.push(" ORDER BY id DESC"),
+        Cursor::Before(id) => query.push(" AND id < ").push_bind(id).push(" ORDER BY id DESC"),
+        Cursor::After(id) => query.push(" AND id > ").push_bind(id).push(" ORDER BY id ASC"),
+    };
+    query.push(" LIMIT ").push_bind(limit);
     query.build_query_as().fetch_all(conn).await
 }

@@ -98,40 +98,87 @@ pub async fn get(conn: &mut SqliteConnection, user_id: i64, id: i64) -> Result<O
         .await
 }
 
-/// The user's conversations, most recently active first; with `query`, only those whose
-/// title or messages contain it (case-insensitive for ASCII).
-pub async fn list(
+/// The user's conversations, most recently active first.
+pub async fn list(conn: &mut SqliteConnection, user_id: i64, limit: i64) -> Result<Vec<Conversation>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, title, created_at, updated_at FROM conversations WHERE user_id = ? \
+         ORDER BY updated_at DESC, id DESC LIMIT ?",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Marks around the matched words in a [`Found::snippet`] (private-use characters).
+pub const HIT_START: char = '\u{E000}';
+pub const HIT_END: char = '\u{E001}';
+
+/// A conversation a search found, with the best-matching passage of its messages.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Found {
+    #[sqlx(flatten)]
+    pub conversation: Conversation,
+    /// The passage around the matched words, marked with [`HIT_START`] / [`HIT_END`];
+    /// None when only the title matched.
+    pub snippet: Option<String>,
+}
+
+/// The user's conversations whose title contains `query` (most recently active first),
+/// then those whose finished messages hold every word of it as a word prefix, best
+/// bm25 rank first (full-text index, `message_search`).
+pub async fn search(
     conn: &mut SqliteConnection,
     user_id: i64,
-    query: Option<&str>,
+    query: &str,
     limit: i64,
-) -> Result<Vec<Conversation>, sqlx::Error> {
-    match query {
-        None => {
-            sqlx::query_as(
-                "SELECT id, user_id, title, created_at, updated_at FROM conversations WHERE user_id = ? \
-                 ORDER BY updated_at DESC, id DESC LIMIT ?",
-            )
-            .bind(user_id)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-        }
-        Some(query) => {
-            let pattern = format!("%{}%", escape_like(query));
-            sqlx::query_as(
-                "SELECT c.id, c.user_id, c.title, c.created_at, c.updated_at FROM conversations c WHERE c.user_id = ? AND \
-                 (c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
-                 AND m.content LIKE ? ESCAPE '\\')) ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
-            )
-            .bind(user_id)
-            .bind(&pattern)
-            .bind(&pattern)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
+) -> Result<Vec<Found>, sqlx::Error> {
+    let pattern = format!("%{}%", escape_like(query));
+    let mut found: Vec<Found> = sqlx::query_as(
+        "SELECT id, user_id, title, created_at, updated_at, NULL AS snippet FROM conversations \
+         WHERE user_id = ? AND title LIKE ? ESCAPE '\\' ORDER BY updated_at DESC, id DESC LIMIT ?",
+    )
+    .bind(user_id)
+    .bind(&pattern)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(terms) = match_terms(query) else { return Ok(found) };
+    let by_text: Vec<Found> = sqlx::query_as(
+        "WITH hits AS ( \
+           SELECT m.conversation_id AS cid, message_search.rank AS rank, \
+                  snippet(message_search, 1, char(57344), char(57345), '…', 16) AS snippet \
+           FROM message_search JOIN messages m ON m.id = message_search.rowid \
+           WHERE message_search MATCH ? ORDER BY message_search.rank LIMIT 1000) \
+         SELECT c.id, c.user_id, c.title, c.created_at, c.updated_at, h.snippet, MIN(h.rank) AS best \
+         FROM hits h JOIN conversations c ON c.id = h.cid WHERE c.user_id = ? \
+         GROUP BY c.id ORDER BY best, c.id DESC LIMIT ?",
+    )
+    .bind(format!("owner : u{user_id} AND body : ({terms})"))
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    for hit in by_text {
+        match found.iter_mut().find(|f| f.conversation.id == hit.conversation.id) {
+            Some(title_match) => title_match.snippet = hit.snippet,
+            None => found.push(hit),
         }
     }
+    found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(found)
+}
+
+/// The FTS5 query for what someone typed: each whitespace-separated word a quoted phrase
+/// matched as a prefix, all of them required; no operator or column of FTS5's syntax
+/// gets through. None when no word has a letter or digit to match.
+fn match_terms(query: &str) -> Option<String> {
+    let terms: Vec<String> = query
+        .split_whitespace()
+        .filter(|word| word.chars().any(char::is_alphanumeric))
+        .map(|word| format!("\"{}\"*", word.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" AND "))
 }
 
 pub async fn rename(
@@ -356,4 +403,18 @@ pub async fn fail_interrupted_tool_calls(conn: &mut SqliteConnection, now: DateT
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_terms;
+
+    #[test]
+    fn typed_words_become_quoted_prefix_phrases() {
+        assert_eq!(match_terms("PAY blocker").as_deref(), Some("\"PAY\"* AND \"blocker\"*"));
+        assert_eq!(match_terms("2.4").as_deref(), Some("\"2.4\"*"));
+        // FTS5 syntax is text here: quotes doubled, operators and columns inert.
+        assert_eq!(match_terms("a\"b OR owner:u1").as_deref(), Some("\"a\"\"b\"* AND \"OR\"* AND \"owner:u1\"*"));
+        assert_eq!(match_terms("% * \"\""), None, "nothing to match");
+    }
 }

@@ -160,6 +160,22 @@ pub async fn visible_to(conn: &mut SqliteConnection, user_id: i64) -> Result<Vec
     .await
 }
 
+/// The latest run of each job `user_id` sees (as [`visible_to`]): its newest queued or
+/// running one, else its last finished one; jobs that never ran have none.
+pub async fn latest_runs_visible_to(conn: &mut SqliteConnection, user_id: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(select_runs!(
+        "WHERE id IN (SELECT COALESCE( \
+           (SELECT o.id FROM job_runs o WHERE o.job_id = j.id AND o.status IN ('queued', 'running') \
+            ORDER BY o.created_at DESC LIMIT 1), \
+           (SELECT f.id FROM job_runs f WHERE f.job_id = j.id AND f.status IN ('succeeded', 'failed') \
+            ORDER BY f.finished_at DESC, f.id LIMIT 1)) \
+         FROM scheduled_jobs j WHERE j.source = 'kubernetes' OR j.owner_id = ?)"
+    ))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// Jobs whose next firing is at or before `now`.
 pub async fn due(conn: &mut SqliteConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
     sqlx::query_as(select_jobs!("WHERE next_run_at IS NOT NULL AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"))

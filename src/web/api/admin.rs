@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditPage;
 use crate::auth::model::{Role, User, Username};
 use crate::auth::oidc::ProviderStatus;
-use crate::db::repositories::audit::AuditEntry;
 use crate::db::repositories::config_reloads::ConfigReload;
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -197,19 +197,12 @@ pub async fn reset_password(
     Ok(ApiJson(NewPassword { password }))
 }
 
-#[derive(Debug, Serialize)]
-pub struct AuditPage {
-    entries: Vec<AuditEntry>,
-    page: u32,
-    has_more: bool,
-}
-
+/// `GET /api/v1/admin/audit?before=ID | after=ID`: a page of the log, newest first, with
+/// the cursors of the older and newer pages (keyset paging: any depth costs the same).
 pub async fn audit(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
-    let page = query.page.unwrap_or(1).max(1);
-    let (entries, has_more) = state.auth.audit.page(&query.filter(), page).await?;
-    Ok(ApiJson(AuditPage { entries, page, has_more }))
+    Ok(ApiJson(state.auth.audit.page(&query.filter(), query.cursor()?).await?))
 }

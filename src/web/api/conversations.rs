@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Outcome};
 use crate::chat::generation::{ChatEvent, StampedEvent};
-use crate::chat::{self, Ask, Sent};
+use crate::chat::{self, Ask, Listed, Sent};
 use crate::db::repositories::conversations::{Conversation, Message};
 use crate::llm::Usage;
 use crate::web::AppState;
@@ -31,7 +31,7 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<ApiJson<Vec<Conversation>>, ApiError> {
+) -> Result<ApiJson<Vec<Listed>>, ApiError> {
     Ok(ApiJson(state.chat.list(session.user.id, query.q.as_deref()).await?))
 }
 

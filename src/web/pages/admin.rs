@@ -13,7 +13,7 @@ use super::{Layout, PageResult, see_other, when};
 use crate::auth::model::{Role, User, Username};
 use crate::auth::session::Authenticated;
 use crate::auth::users::{Issued, UserError};
-use crate::db::repositories::audit::AuditFilter;
+use crate::db::repositories::audit::{AuditFilter, Cursor};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::session::{AdminUser, ClientAddr};
@@ -338,7 +338,10 @@ pub struct AuditQuery {
     pub action: String,
     #[serde(default)]
     pub outcome: String,
-    pub page: Option<u32>,
+    /// Entries older than this id (the "Older" link).
+    pub before: Option<i64>,
+    /// Entries newer than this id (the "Newer" link).
+    pub after: Option<i64>,
 }
 
 impl AuditQuery {
@@ -347,14 +350,32 @@ impl AuditQuery {
         AuditFilter { actor: some(&self.actor), action: some(&self.action), outcome: some(&self.outcome) }
     }
 
-    fn url(&self, page: u32) -> String {
+    pub fn cursor(&self) -> Result<Cursor, ApiError> {
+        match (self.before, self.after) {
+            (None, None) => Ok(Cursor::Newest),
+            (Some(id), None) => Ok(Cursor::Before(id)),
+            (None, Some(id)) => Ok(Cursor::After(id)),
+            (Some(_), Some(_)) => Err(ApiError::Unprocessable("give `before` or `after`, not both".into())),
+        }
+    }
+
+    /// This filter at another cursor.
+    fn url(&self, cursor: Cursor) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (key, value) in [("actor", &self.actor), ("action", &self.action), ("outcome", &self.outcome)] {
             if !value.is_empty() {
                 query.append_pair(key, value);
             }
         }
-        query.append_pair("page", &page.to_string());
+        match cursor {
+            Cursor::Newest => {}
+            Cursor::Before(id) => {
+                query.append_pair("before", &id.to_string());
+            }
+            Cursor::After(id) => {
+                query.append_pair("after", &id.to_string());
+            }
+        }
         format!("/admin/audit?{}", query.finish())
     }
 }
@@ -384,7 +405,7 @@ pub struct AuditPage {
     outcome_options: Vec<OutcomeOption>,
     known_actions: &'static [&'static str],
     entries: Vec<AuditEntryView>,
-    page: u32,
+    newest_url: Option<String>,
     previous_url: Option<String>,
     next_url: Option<String>,
 }
@@ -413,9 +434,9 @@ pub async fn audit(
     AdminUser(session): AdminUser,
     Query(query): Query<AuditQuery>,
 ) -> PageResult {
-    let page = query.page.unwrap_or(1).max(1);
-    let (rows, more) = state.auth.audit.page(&query.filter(), page).await?;
-    let entries = rows
+    let page = state.auth.audit.page(&query.filter(), query.cursor()?).await?;
+    let entries = page
+        .entries
         .into_iter()
         .map(|e| AuditEntryView {
             occurred_at: e.occurred_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
@@ -431,14 +452,15 @@ pub async fn audit(
         .into_iter()
         .map(|value| OutcomeOption { value, selected: query.outcome == value })
         .collect();
-    let previous_url = (page > 1).then(|| query.url(page - 1));
-    let next_url = more.then(|| query.url(page + 1));
+    let previous_url = page.newer.map(|id| query.url(Cursor::After(id)));
+    let next_url = page.older.map(|id| query.url(Cursor::Before(id)));
+    let newest_url = previous_url.as_ref().map(|_| query.url(Cursor::Newest));
     let page_view = AuditPage {
         layout: Layout::signed_in("Audit log", "audit", &session),
         outcome_options,
         known_actions: KNOWN_ACTIONS,
         entries,
-        page,
+        newest_url,
         previous_url,
         next_url,
         filter: query,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::{Layout, PageResult, see_other, when};
-use crate::chat;
+use crate::chat::{self, Listed, SnippetPart};
 use crate::db::repositories::conversations::{Conversation, Message, ToolCallRow};
 use crate::prompts::PromptInfo;
 use crate::web::AppState;
@@ -21,6 +21,8 @@ pub struct ConversationLink {
     title: String,
     updated: String,
     current: bool,
+    /// The passage a search matched, its words marked.
+    snippet: Vec<SnippetPart>,
 }
 
 #[derive(Debug)]
@@ -120,7 +122,7 @@ pub async fn home(
     if query.q.is_empty()
         && let Some(latest) = state.chat.list(session.user.id, None).await?.first()
     {
-        return Ok(Redirect::to(&format!("/c/{}", latest.id)).into_response());
+        return Ok(Redirect::to(&format!("/c/{}", latest.conversation.id)).into_response());
     }
     render(&state, &session, None, &query.q).await
 }
@@ -154,7 +156,13 @@ async fn render(
         .list(session.user.id, search)
         .await?
         .into_iter()
-        .map(|c| ConversationLink { current: Some(c.id) == id, id: c.id, updated: when(c.updated_at), title: c.title })
+        .map(|Listed { conversation: c, snippet }| ConversationLink {
+            current: Some(c.id) == id,
+            id: c.id,
+            updated: when(c.updated_at),
+            title: c.title,
+            snippet,
+        })
         .collect();
     let title = conversation.as_ref().map_or("Chat", |c| c.title.as_str()).to_owned();
     let page = ChatPage {

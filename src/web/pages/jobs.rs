@@ -211,9 +211,7 @@ async fn render_list(
     notice: Option<&'static str>,
 ) -> PageResult {
     let mut jobs = Vec::new();
-    for job in state.jobs.list(session.user.id).await? {
-        let runs = state.jobs.state(job).await?;
-        let (job, last) = (runs.job, runs.open.into_iter().next_back().or(runs.last_finished));
+    for (job, last) in state.jobs.list_with_latest_run(session.user.id).await? {
         jobs.push(JobLine {
             next_run: job.next_run_at.map(|at| Moment::new(at, &job.time_zone)),
             last: last.map(|run| RunBadge {
