@@ -54,6 +54,21 @@ pub enum ChatError {
     Db(#[from] sqlx::Error),
 }
 
+/// Messages the chat page shows at first, and loads at a time going back.
+pub const PAGE_MESSAGES: i64 = 50;
+
+/// A page of a conversation's messages.
+#[derive(Debug)]
+pub struct MessagePage {
+    pub conversation: Conversation,
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// The tool calls of these messages.
+    pub calls: Vec<ToolCallRow>,
+    /// When older messages exist: the id to load them before.
+    pub earlier: Option<i64>,
+}
+
 /// Most conversations a list or search returns.
 const LIST_LIMIT: i64 = 200;
 /// Longest search a user may type.
@@ -176,9 +191,34 @@ impl ChatService {
         generation.decide(call_id, approve).map_err(|NotPending| ChatError::NotPending)
     }
 
-    /// The tool calls of a conversation's answers.
-    pub async fn tool_calls(&self, user_id: i64, conversation_id: i64) -> Result<Vec<ToolCallRow>, ChatError> {
-        Ok(conversations::tool_calls(&mut *self.db.acquire().await?, user_id, conversation_id).await?)
+    /// The tool calls of one of a conversation's answers.
+    pub async fn tool_calls(
+        &self,
+        user_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+    ) -> Result<Vec<ToolCallRow>, ChatError> {
+        let mut conn = self.db.acquire().await?;
+        Ok(conversations::tool_calls(&mut conn, user_id, conversation_id, message_id..=message_id).await?)
+    }
+
+    /// A conversation's newest messages older than `before` (the newest of all when None),
+    /// oldest first, with their tool calls: a page of [`PAGE_MESSAGES`], so a long
+    /// conversation opens as fast as a short one and loads its history on demand.
+    pub async fn page(&self, user_id: i64, id: i64, before: Option<i64>) -> Result<MessagePage, ChatError> {
+        let mut conn = self.db.acquire().await?;
+        let conversation = conversations::get(&mut conn, user_id, id).await?.ok_or(ChatError::NotFound)?;
+        let mut messages = conversations::messages_before(&mut conn, user_id, id, before, PAGE_MESSAGES + 1).await?;
+        let earlier = messages.len() > PAGE_MESSAGES as usize;
+        if earlier {
+            messages.remove(0);
+        }
+        let calls = match (messages.first(), messages.last()) {
+            (Some(first), Some(last)) => conversations::tool_calls(&mut conn, user_id, id, first.id..=last.id).await?,
+            _ => Vec::new(),
+        };
+        let earlier = messages.first().filter(|_| earlier).map(|m| m.id);
+        Ok(MessagePage { conversation, messages, calls, earlier })
     }
 
     pub async fn create(&self, user_id: i64, title: Option<&str>) -> Result<Conversation, ChatError> {

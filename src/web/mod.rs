@@ -117,6 +117,7 @@ fn routes(exposure: Exposure) -> Routes {
         .post("/c/{id}/rename", SignedIn, pages::chat::rename)
         .post("/c/{id}/delete", SignedIn, pages::chat::delete)
         .get("/c/{id}/m/{message_id}", SignedIn, pages::chat::message)
+        .get("/c/{id}/earlier", SignedIn, pages::chat::earlier)
         .get("/prompts", SignedIn, pages::prompts::page)
         .post("/prompts", SignedIn, pages::prompts::create)
         .get("/prompts/{name}/edit", SignedIn, pages::prompts::edit)

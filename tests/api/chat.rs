@@ -640,3 +640,37 @@ async fn the_websocket_sends_streams_and_cancels() {
     assert_eq!(refused(url.clone(), Some("http://evil.example")).await, 403);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_long_conversation_opens_at_its_newest_messages_and_loads_older_ones_on_demand() {
+    use promptops::db::repositories::conversations::{NewMessage, add_message};
+    let (app, _mock) = spawn_chat_app().await;
+    let kim = app.user("kim").await;
+    let conversation = kim.conversation().await;
+    let mut conn = app.state.db.acquire().await.unwrap();
+    for n in 1..=120 {
+        let (role, content) =
+            if n % 2 == 1 { ("user", format!("question {n:03}")) } else { ("assistant", format!("answer {n:03}")) };
+        let message = NewMessage { role, content: &content, status: "complete", prompt_name: None, endpoint: None };
+        add_message(&mut conn, conversation, &message, chrono::Utc::now()).await.unwrap();
+    }
+    drop(conn);
+
+    let page = kim.get(&format!("/c/{conversation}")).await.text().await.unwrap();
+    assert!(page.contains("question 071") && page.contains("answer 120"), "the newest 50 are shown");
+    assert!(!page.contains("answer 070"), "older ones wait");
+    let before = page.split("earlier?before=").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let older = kim.get(&format!("/c/{conversation}/earlier?before={before}")).await;
+    assert_eq!(older.status(), 200);
+    let older = older.text().await.unwrap();
+    assert!(older.contains("question 021") && older.contains("answer 070") && !older.contains("question 071"));
+    let oldest_before = older.split("earlier?before=").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let oldest = kim.get(&format!("/c/{conversation}/earlier?before={oldest_before}")).await.text().await.unwrap();
+    assert!(oldest.contains("question 001") && oldest.contains("answer 020"));
+    assert!(!oldest.contains("earlier?before="), "nothing older: no button");
+    // Another user's conversation stays hidden.
+    let oz = app.user("oz").await;
+    assert_eq!(oz.get(&format!("/c/{conversation}/earlier?before={before}")).await.status(), 404);
+    assert_eq!(kim.get(&format!("/c/{conversation}/earlier?before=x")).await.status(), 400);
+    app.stop().await.unwrap();
+}

@@ -66,6 +66,14 @@ test('tokens stream in, a reload picks the answer up again, Stop ends it', async
     const stopped = await lastAnswer(page).locator('.message-body').innerText();
     assert.ok(!stopped.includes('word40'), 'the answer ended early');
     await screenshot(page, 'chat-stopped');
+
+    // The search box finds the conversation by a word of its answers, the word marked.
+    await page.getByRole('searchbox', { name: 'Search your conversations' }).fill('word17 word19');
+    await page.getByRole('searchbox', { name: 'Search your conversations' }).press('Enter');
+    const snippet = page.getByTestId('search-snippet').first();
+    await snippet.waitFor();
+    assert.deepEqual(await snippet.locator('mark').allInnerTexts(), ['word17', 'word19']);
+    await screenshot(page, 'chat-search');
     assert.deepEqual(problems, []);
   } catch (err) {
     err.message += `\n--- promptops log ---\n${server.logs().slice(-40).join('\n')}`;

@@ -251,6 +251,28 @@ pub async fn messages(
     .await
 }
 
+/// Up to `limit` of the newest messages of one of the user's conversations older than
+/// `before` (all when None), oldest first.
+pub async fn messages_before(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    conversation_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(select_messages!(
+        "JOIN conversations c ON c.id = m.conversation_id WHERE c.user_id = ? AND m.id IN ( \
+           SELECT id FROM messages WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?) \
+         ORDER BY m.id"
+    ))
+    .bind(user_id)
+    .bind(conversation_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 pub async fn message(
     conn: &mut SqliteConnection,
     user_id: i64,
@@ -377,16 +399,21 @@ pub async fn update_tool_call(
 }
 
 /// The tool calls of every answer in one of the user's conversations, in order.
+/// The tool calls of the messages `messages` (ids, inclusive) of one of the user's
+/// conversations.
 pub async fn tool_calls(
     conn: &mut SqliteConnection,
     user_id: i64,
     conversation_id: i64,
+    messages: std::ops::RangeInclusive<i64>,
 ) -> Result<Vec<ToolCallRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.message_id, t.call_id, t.server, t.name, t.arguments, t.writes, t.status, t.result, t.created_at, \
          t.finished_at FROM tool_calls t JOIN messages m ON m.id = t.message_id JOIN conversations c ON c.id = m.conversation_id \
-         WHERE m.conversation_id = ? AND c.user_id = ? ORDER BY t.id",
+         WHERE t.message_id BETWEEN ? AND ? AND m.conversation_id = ? AND c.user_id = ? ORDER BY t.id",
     )
+    .bind(messages.start())
+    .bind(messages.end())
     .bind(conversation_id)
     .bind(user_id)
     .fetch_all(conn)

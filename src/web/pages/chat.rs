@@ -98,6 +98,8 @@ pub struct ChatPage {
     query: String,
     conversation: Option<Conversation>,
     messages: Vec<MessageView>,
+    /// When older messages exist: the id to load them before.
+    earlier: Option<i64>,
     prompts: Vec<PromptInfo>,
 }
 
@@ -105,6 +107,32 @@ pub struct ChatPage {
 #[template(path = "partials/message.html")]
 pub struct MessagePartial {
     message: MessageView,
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "partials/earlier.html")]
+pub struct EarlierPartial {
+    conversation_id: i64,
+    messages: Vec<MessageView>,
+    earlier: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EarlierQuery {
+    before: i64,
+}
+
+/// `GET /c/{id}/earlier?before=ID`: the page of messages before `ID`, with the control
+/// that loads the page before that, swapped in above the messages shown.
+pub async fn earlier(
+    State(state): State<AppState>,
+    CurrentUser(session): CurrentUser,
+    Path(id): Path<i64>,
+    Query(query): Query<EarlierQuery>,
+) -> PageResult {
+    let page = state.chat.page(session.user.id, id, Some(query.before)).await?;
+    let messages = page.messages.iter().map(|m| MessageView::new(m, &page.calls)).collect();
+    Ok(EarlierPartial { conversation_id: id, messages, earlier: page.earlier }.into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,13 +170,13 @@ async fn render(
     id: Option<i64>,
     query: &str,
 ) -> PageResult {
-    let (conversation, messages) = match id {
+    let (conversation, messages, earlier) = match id {
         Some(id) => {
-            let (conversation, messages) = state.chat.get(session.user.id, id).await?;
-            let calls = state.chat.tool_calls(session.user.id, id).await?;
-            (Some(conversation), messages.iter().map(|m| MessageView::new(m, &calls)).collect())
+            let page = state.chat.page(session.user.id, id, None).await?;
+            let messages = page.messages.iter().map(|m| MessageView::new(m, &page.calls)).collect();
+            (Some(page.conversation), messages, page.earlier)
         }
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), None),
     };
     let search = Some(query).filter(|q| !q.is_empty());
     let conversations = state
@@ -171,6 +199,7 @@ async fn render(
         query: query.to_owned(),
         conversation,
         messages,
+        earlier,
         prompts: state.prompts.list(session.user.id).await?,
     };
     Ok(page.into_response())
@@ -183,7 +212,7 @@ pub async fn message(
     Path((id, message_id)): Path<(i64, i64)>,
 ) -> PageResult {
     let message = state.chat.message(session.user.id, id, message_id).await?;
-    let calls = state.chat.tool_calls(session.user.id, id).await?;
+    let calls = state.chat.tool_calls(session.user.id, id, message_id).await?;
     Ok(MessagePartial { message: MessageView::new(&message, &calls) }.into_response())
 }
 
