@@ -9,6 +9,8 @@
 //! rounds so drift hits both alike. The goal of the performance issue: promptops at 50 %
 //! or more of the bare handler's requests per second.
 //!
+//! `API_BENCH_LOG_LEVEL` (default info) sets promptops' log level.
+//!
 //! The bare server is this benchmark's own executable started again with
 //! `API_BENCH_BARE=<file with the body>`: its own process, as promptops is, so neither
 //! shares the client's tokio workers.
@@ -107,7 +109,7 @@ async fn start_promptops(http: &reqwest::Client, dir: &Path) -> (Process, String
         .env("PROMPTOPS_ENCRYPTION_KEYS", key)
         .env("PROMPTOPS_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("PROMPTOPS_BCRYPT_COST", "4")
-        .env("PROMPTOPS_LOG_LEVEL", "warn")
+        .env("PROMPTOPS_LOG_LEVEL", log_level())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -140,6 +142,12 @@ async fn start_promptops(http: &reqwest::Client, dir: &Path) -> (Process, String
         .to_owned();
     let csrf = response.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
     (process, base, cookie, csrf)
+}
+
+/// promptops' log level: `API_BENCH_LOG_LEVEL`, default info (a line per request, as
+/// installs run it; the lines go to /dev/null).
+fn log_level() -> String {
+    std::env::var("API_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into())
 }
 
 fn start_bare(body_file: &Path) -> (Process, String) {
@@ -230,8 +238,9 @@ async fn bench() {
     let bare_url = format!("{bare_base}/api/v1/conversations");
 
     println!(
-        "api_throughput: GET /api/v1/conversations ({CONVERSATIONS} conversations, {} bytes), {CONNECTIONS} connections, {ROUNDS} rounds of {ROUND:?} each",
-        body.len()
+        "api_throughput: GET /api/v1/conversations ({CONVERSATIONS} conversations, {} bytes), {CONNECTIONS} connections, {ROUNDS} rounds of {ROUND:?} each, promptops log level {}",
+        body.len(),
+        log_level()
     );
     // Warm both up.
     round(&url, &cookie).await;

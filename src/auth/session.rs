@@ -14,7 +14,7 @@ use sqlx::SqlitePool;
 
 use super::keys::{Keyring, Purpose, Sealed};
 use super::model::User;
-use crate::db::repositories::{sessions, users};
+use crate::db::repositories::sessions;
 
 const COOKIE_AAD: &[u8] = b"promptops:session-cookie";
 
@@ -91,18 +91,15 @@ impl SessionService {
         let Some(claims) = self.cookies.open(cookie) else { return Ok(None) };
         let now = Utc::now();
         let mut conn = self.db.acquire().await?;
-        let Some(row) = sessions::live(&mut conn, &claims.jti, now).await? else { return Ok(None) };
-        if row.user_id.to_string() != claims.sub {
+        let Some(live) = sessions::live_with_user(&mut conn, &claims.jti, now).await? else { return Ok(None) };
+        if live.user.id.to_string() != claims.sub || live.user.disabled {
             return Ok(None);
         }
-        let Some(user) = users::by_id(&mut conn, row.user_id).await?.filter(|u| !u.disabled) else {
-            return Ok(None);
-        };
-        if row.expires_at - now < chrono::Duration::from_std(self.ttl / 2).unwrap_or_default() {
-            let expires_at = self.extended_expiry(row.created_at, now);
-            sessions::touch(&mut conn, &row.id, now, expires_at).await?;
+        if live.session_expires_at - now < chrono::Duration::from_std(self.ttl / 2).unwrap_or_default() {
+            let expires_at = self.extended_expiry(live.session_created_at, now);
+            sessions::touch(&mut conn, &live.session_id, now, expires_at).await?;
         }
-        Ok(Some(Authenticated { user, session_id: row.id, csrf_token: row.csrf_token }))
+        Ok(Some(Authenticated { user: live.user, session_id: live.session_id, csrf_token: live.session_csrf_token }))
     }
 
     pub async fn revoke(&self, session_id: &str) -> Result<(), sqlx::Error> {

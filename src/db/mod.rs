@@ -29,6 +29,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Bytes of the database file each connection may read through a memory map.
+const MMAP_SIZE: &str = "268435456";
+
 /// Opens (and creates, with its folder) the SQLite database at `url`:
 /// WAL journal, foreign keys on, a busy timeout.
 pub async fn connect(url: &str) -> Result<SqlitePool, DbError> {
@@ -43,7 +46,11 @@ pub async fn connect_with(url: &str, max_connections: u32) -> Result<SqlitePool,
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT)
+        // Reads through a memory map instead of copying pages into each connection's 2 MB
+        // cache: the Jobs page at 1,000 jobs × 100 runs went from 24.5 to 15.6 ms p50
+        // (benches/data_growth.rs). File-backed memory the kernel can reclaim.
+        .pragma("mmap_size", MMAP_SIZE);
     let file = options.get_filename();
     // `sqlite::memory:` has no folder: its parent is empty.
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -45,13 +45,32 @@ pub(crate) async fn wait_ready(port: u16, child: &mut Child) {
     }
 }
 
+/// Waits up to 20 s for the child to exit, reading its piped output meanwhile: a child
+/// that logs more than a pipe holds (64 KB: the debug log of a first start with every
+/// migration) would otherwise block on writing and never exit.
 pub(crate) fn wait_exit(mut child: Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "promptops did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
     }
-    child.wait_with_output().unwrap()
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("promptops did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 #[tokio::test]
@@ -156,20 +175,24 @@ fn bad_settings_are_refused_with_the_reason() {
 async fn first_start_prints_a_generated_admin_password_once_and_logs_never_hold_a_token() {
     let dir = tempfile::tempdir().unwrap();
     write_files(&dir.path().join("config"), &example_config());
+    // The log goes to a file: at debug and trace level it outgrows a pipe's buffer, and a
+    // child blocked on writing its log answers nothing.
     let start = |level: &str| {
         let port = free_port();
+        let log = dir.path().join(format!("{level}.log"));
         let child = promptops(dir.path())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-level", level])
             .env("PROMPTOPS_BCRYPT_COST", "4")
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        (port, child)
+        (port, child, log)
     };
-    let (port, mut child) = start("debug");
+    let (port, mut child, log) = start("debug");
     wait_ready(port, &mut child).await;
     signal(&child, "TERM");
-    let first = String::from_utf8_lossy(&wait_exit(child).stderr).into_owned();
+    wait_exit(child);
+    let first = std::fs::read_to_string(log).unwrap();
     let line = first.lines().find(|l| l.contains("created the first admin account")).expect("the password line");
     let entry: serde_json::Value = serde_json::from_str(line).unwrap();
     let password = entry["password"].as_str().unwrap().to_owned();
@@ -178,7 +201,7 @@ async fn first_start_prints_a_generated_admin_password_once_and_logs_never_hold_
     assert!(dir.path().join("data/encryption.key").exists());
 
     // Second start: same database, no new password; use it to store a token.
-    let (port, mut child) = start("trace");
+    let (port, mut child, log) = start("trace");
     wait_ready(port, &mut child).await;
     let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -201,7 +224,8 @@ async fn first_start_prints_a_generated_admin_password_once_and_logs_never_hold_
         .unwrap();
     assert_eq!(stored.status(), 200);
     signal(&child, "TERM");
-    let second = String::from_utf8_lossy(&wait_exit(child).stderr).into_owned();
+    wait_exit(child);
+    let second = std::fs::read_to_string(log).unwrap();
     assert!(!second.contains("created the first admin account"), "the password is printed on the first start only");
     assert!(second.contains("/api/v1/me/credentials/{service}"), "the request was logged at trace level");
     for log in [&first, &second] {

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
+use crate::auth::model::User;
+
 /// A live session row.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRow {
@@ -30,15 +32,28 @@ pub async fn insert(conn: &mut SqliteConnection, row: &SessionRow) -> Result<(),
     Ok(())
 }
 
-/// The session if it is neither revoked nor expired at `now`.
-pub async fn live(
+/// A live session with its user, read in one query (every signed-in request needs both).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveSession {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub session_id: String,
+    pub session_csrf_token: String,
+    pub session_created_at: DateTime<Utc>,
+    pub session_expires_at: DateTime<Utc>,
+}
+
+/// The session `id` with its user, if the session is neither revoked nor expired at `now`.
+pub async fn live_with_user(
     conn: &mut SqliteConnection,
     id: &str,
     now: DateTime<Utc>,
-) -> Result<Option<SessionRow>, sqlx::Error> {
+) -> Result<Option<LiveSession>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, user_id, csrf_token, created_at, last_seen_at, expires_at FROM sessions \
-         WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+        "SELECT u.id, u.username, u.password_hash, u.role, u.disabled, u.created_at, u.password_changed_at, \
+         u.oidc_subject, u.sso_link_allowed, s.id AS session_id, s.csrf_token AS session_csrf_token, \
+         s.created_at AS session_created_at, s.expires_at AS session_expires_at \
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.revoked_at IS NULL AND s.expires_at > ?",
     )
     .bind(id)
     .bind(now)

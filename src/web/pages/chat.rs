@@ -119,7 +119,8 @@ pub struct EarlierPartial {
 
 #[derive(Debug, Deserialize)]
 pub struct EarlierQuery {
-    before: i64,
+    /// None: the newest page.
+    before: Option<i64>,
 }
 
 /// `GET /c/{id}/earlier?before=ID`: the page of messages before `ID`, with the control
@@ -130,7 +131,7 @@ pub async fn earlier(
     Path(id): Path<i64>,
     Query(query): Query<EarlierQuery>,
 ) -> PageResult {
-    let page = state.chat.page(session.user.id, id, Some(query.before)).await?;
+    let page = state.chat.page(session.user.id, id, query.before).await?;
     let messages = page.messages.iter().map(|m| MessageView::new(m, &page.calls)).collect();
     Ok(EarlierPartial { conversation_id: id, messages, earlier: page.earlier }.into_response())
 }
