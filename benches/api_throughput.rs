@@ -19,6 +19,8 @@
 #[allow(dead_code)]
 #[path = "../tests/support/configmap.rs"]
 mod configmap;
+#[path = "../tests/support/serve.rs"]
+mod serve;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,7 +31,6 @@ use std::time::{Duration, Instant};
 use axum::http::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_promptops");
 const ADMIN_PASSWORD: &str = "bench-admin-password-0123";
 const CONVERSATIONS: usize = 20;
 const CONNECTIONS: usize = 32;
@@ -76,31 +77,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn promptops_command(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command.current_dir(dir);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PROMPTOPS_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
 /// A promptops on a loopback port with `admin` signed in; returns it, its base URL and
 /// the session cookie.
 async fn start_promptops(http: &reqwest::Client, dir: &Path) -> (Process, String, String, String) {
     configmap::write_files(&dir.join("config"), &configmap::example_config());
-    let key = promptops_command(dir).args(["keys", "generate", "--id", "bench"]).output().unwrap();
-    let key = String::from_utf8(key.stdout)
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("bench:"))
-        .unwrap()
-        .to_owned();
+    let key = serve::generate_key();
     let port = free_port();
-    let child = promptops_command(dir)
+    let child = serve::promptops_command(dir)
         .arg("serve")
         .env("PROMPTOPS_LISTEN", format!("127.0.0.1:{port}"))
         .env("PROMPTOPS_CONFIG_DIR", dir.join("config"))
@@ -122,25 +105,7 @@ async fn start_promptops(http: &reqwest::Client, dir: &Path) -> (Process, String
         assert!(Instant::now() < deadline, "promptops not ready in 30 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let response = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login failed");
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.contains("promptops_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = response.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let (cookie, csrf) = serve::sign_in(http, &base, "admin", ADMIN_PASSWORD).await;
     (process, base, cookie, csrf)
 }
 

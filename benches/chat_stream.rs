@@ -28,6 +28,8 @@
 mod configmap;
 #[path = "../tests/support/mock_llm.rs"]
 mod mock_llm;
+#[path = "../tests/support/serve.rs"]
+mod serve;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -43,7 +45,6 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_promptops");
 const ADMIN_PASSWORD: &str = "bench-admin-password-0123";
 /// Open streams at which TTFT is measured: one probe plus the rest in the background.
 const LEVELS: [usize; 3] = [1, 50, 200];
@@ -432,30 +433,12 @@ fn bench_config(drip_base: &str) -> Vec<(&'static str, String)> {
     files
 }
 
-fn promptops_command(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command.current_dir(dir);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PROMPTOPS_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-fn generate_key() -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = promptops_command(dir.path()).args(["keys", "generate", "--id", "bench"]).output().unwrap();
-    assert!(out.status.success(), "promptops keys generate: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::trim).find(|l| l.starts_with("bench:")).unwrap().to_owned()
-}
-
 async fn start_promptops(http: &reqwest::Client, llm_base: &str, drip_base: &str, key: &str) -> Promptops {
     let dir = tempfile::tempdir().unwrap();
     configmap::write_files(&dir.path().join("config"), &bench_config(drip_base));
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("promptops.log")).unwrap();
-    let child = promptops_command(dir.path())
+    let child = serve::promptops_command(dir.path())
         .arg("serve")
         .env("PROMPTOPS_LISTEN", format!("127.0.0.1:{port}"))
         .env("PROMPTOPS_CONFIG_DIR", dir.path().join("config"))
@@ -486,26 +469,7 @@ async fn start_promptops(http: &reqwest::Client, llm_base: &str, drip_base: &str
         assert!(Instant::now() < deadline, "promptops not ready in 30 s; its log:\n{log}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let response = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login failed");
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.contains("promptops_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let body: Value = response.json().await.unwrap();
-    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let (cookie, csrf) = serve::sign_in(http, &base, "admin", ADMIN_PASSWORD).await;
     Promptops { proc, base, cookie, csrf, dir }
 }
 
@@ -1467,10 +1431,10 @@ async fn bench() {
     println!(
         "chat_stream: {cpus} CPUs, nice {nice}; open files: soft {soft}, hard {hard} (soft raised to hard; children inherit)"
     );
-    println!("promptops: {BIN}");
+    println!("promptops: {}", serve::BIN);
 
     let mock = Mock::start(bg_gap_ms, drip_ms);
-    let key = generate_key();
+    let key = serve::generate_key();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .pool_idle_timeout(Duration::from_secs(300))
