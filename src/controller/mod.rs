@@ -5,6 +5,7 @@
 
 mod reconcile;
 pub mod resources;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::Controller;
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::events::{Event, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt as _};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
@@ -93,8 +95,8 @@ impl Health {
     }
 }
 
-/// What the reconcilers share.
-pub(crate) struct Context {
+/// What the reconcilers of every namespace scope share while this replica runs.
+pub(crate) struct Shared {
     pub client: Client,
     pub jobs: Arc<JobStore>,
     pub prompts: Arc<PromptLibrary>,
@@ -102,6 +104,15 @@ pub(crate) struct Context {
     pub events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
     /// Consecutive failures per object, for the error backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    pub secrets: secrets::SecretKeys,
+}
+
+/// What the reconcilers of one namespace scope (or all namespaces) see.
+pub(crate) struct Context {
+    pub shared: Arc<Shared>,
+    /// The scope's Prompts as their watch has delivered them: a job's `promptRef` is
+    /// checked here, not with a GET per reconcile.
+    pub prompts_seen: Store<Prompt>,
 }
 
 /// A client for the cluster this process can reach, if any: in-cluster config, else
@@ -157,12 +168,13 @@ pub async fn run(
     let reporter = Reporter { controller: "promptops".into(), instance: Some(options.identity.clone()) };
     let (events, queued) = tokio::sync::mpsc::unbounded_channel();
     let publisher = tokio::spawn(publish_events(Recorder::new(client.clone(), reporter), queued));
-    let context = Arc::new(Context {
+    let shared = Arc::new(Shared {
         client: client.clone(),
         jobs: jobs.clone(),
         prompts,
         events,
         failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+        secrets: secrets::SecretKeys::new(client.clone()),
     });
     loop {
         if !*held.borrow_and_update() {
@@ -181,7 +193,7 @@ pub async fn run(
         health.lead(true);
         let term = shutdown.child_token();
         let controllers =
-            tokio::spawn(watch_all(context.clone(), options.watch_namespaces.clone(), health.clone(), term.clone()));
+            tokio::spawn(watch_all(shared.clone(), options.watch_namespaces.clone(), health.clone(), term.clone()));
         let stepped_down = loop {
             tokio::select! {
                 changed = held.changed() => {
@@ -204,7 +216,7 @@ pub async fn run(
     }
     drop(held); // releases the Lease for the next leader
     let _released = lease_task.await;
-    drop(context);
+    drop(shared);
     let _published = publisher.await;
     Ok(())
 }
@@ -221,9 +233,10 @@ async fn publish_events(
     }
 }
 
-/// Both controllers for every watched namespace (or one pair over all namespaces) until
-/// `stop`; the caches count as synced once every pair has listed both kinds.
-async fn watch_all(context: Arc<Context>, namespaces: Vec<String>, health: Arc<Health>, stop: CancellationToken) {
+/// Both controllers for every watched namespace (or one pair over all namespaces) and the
+/// look-out for awaited Secrets until `stop`; the caches count as synced once every pair
+/// has listed both kinds.
+async fn watch_all(shared: Arc<Shared>, namespaces: Vec<String>, health: Arc<Health>, stop: CancellationToken) {
     let scopes: Vec<Option<String>> =
         if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
     let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
@@ -234,19 +247,21 @@ async fn watch_all(context: Arc<Context>, namespaces: Vec<String>, health: Arc<H
                 health.synced.store(true, std::sync::atomic::Ordering::Release);
             }
         };
-        controllers(context.clone(), scope, on_synced, stop.clone())
+        controllers(shared.clone(), scope, on_synced, stop.clone())
     });
-    futures_util::future::join_all(pairs).await;
+    tokio::join!(futures_util::future::join_all(pairs), shared.secrets.poll(stop.clone()));
 }
 
-/// Both controllers for one namespace (`None`: all) until `stop`.
+/// Both controllers for one namespace (`None`: all) until `stop`. One watch of Prompts
+/// feeds the Prompt controller, the job controller's triggers and the jobs' `promptRef`
+/// checks, so a job never sees a Prompt its trigger has not seen yet.
 async fn controllers(
-    context: Arc<Context>,
+    shared: Arc<Shared>,
     namespace: Option<String>,
     on_synced: impl FnOnce(),
     stop: CancellationToken,
 ) {
-    let client = context.client.clone();
+    let client = shared.client.clone();
     let (prompts, prompt_jobs): (Api<Prompt>, Api<PromptJob>) = match &namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
@@ -255,10 +270,20 @@ async fn controllers(
     // server restart a consistent list can report a resource version older than the new
     // cache holds, and the watch that follows then fails with 410 Gone again and again.
     let config = watcher::Config::default().any_semantic();
-    let prompt_controller = Controller::new(prompts.clone(), config.clone());
-    let prompt_store = prompt_controller.store();
-    let prompt_controller = prompt_controller
-        .trigger_backoff(watch_backoff())
+    let (prompt_store, prompt_writer) = reflector::store_shared(1024);
+    let subscribe = || prompt_writer.subscribe().expect("a shared store hands out subscribers");
+    let (for_prompts, for_jobs) = (subscribe(), subscribe());
+    let prompt_watch = watcher(prompts, config.clone())
+        .backoff(watch_backoff())
+        .reflect_shared(prompt_writer)
+        .take_until(stop.clone().cancelled_owned())
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "prompt watch");
+            }
+        });
+    let context = Arc::new(Context { shared: shared.clone(), prompts_seen: prompt_store.clone() });
+    let prompt_controller = Controller::for_shared_stream(for_prompts, prompt_store.clone())
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::prompt, reconcile::prompt_error, context.clone())
         .for_each(|result| async move {
@@ -278,16 +303,34 @@ async fn controllers(
     // Runs starting and ending (here or on another replica through the database) change
     // status: such changes come back as reconcile requests.
     // A lagging receiver only misses notifications; the periodic requeue catches up.
-    let changes = BroadcastStream::new(context.jobs.subscribe()).filter_map(move |change| {
-        let scope = namespace.clone();
+    let scope = namespace.clone();
+    let changes = BroadcastStream::new(shared.jobs.subscribe()).filter_map(move |change| {
+        let scope = scope.clone();
         async move {
             let change = change.ok()?;
             let ns = change.namespace.filter(|ns| scope.as_ref().is_none_or(|scope| scope == ns))?;
             Some(ObjectRef::<PromptJob>::new(&change.name).within(&ns))
         }
     });
+    // Awaited Secrets that appeared: every job of the scope naming one looks again.
+    let secrets_store = store.clone();
+    let secrets_appeared = BroadcastStream::new(shared.secrets.subscribe())
+        .filter_map(move |secret| {
+            let (scope, store) = (namespace.clone(), secrets_store.clone());
+            async move {
+                let (ns, name) = secret.ok().filter(|(ns, _)| scope.as_ref().is_none_or(|scope| scope == ns))?;
+                let waiting = store
+                    .state()
+                    .into_iter()
+                    .filter(|job| job.namespace().as_deref() == Some(&ns) && job.spec.secret_names().any(|s| s == name))
+                    .map(|job| ObjectRef::from_obj(&*job))
+                    .collect::<Vec<_>>();
+                Some(futures_util::stream::iter(waiting))
+            }
+        })
+        .flatten();
     let job_controller = job_controller
-        .watches(prompts, config, move |prompt: Prompt| {
+        .watches_shared_stream(for_jobs.filter(changed_for_jobs()), move |prompt: Arc<Prompt>| {
             let namespace = prompt.namespace();
             let name = prompt.name_any();
             store
@@ -300,6 +343,7 @@ async fn controllers(
                 .collect::<Vec<_>>()
         })
         .reconcile_on(changes)
+        .reconcile_on(secrets_appeared)
         .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile::prompt_job, reconcile::prompt_job_error, context)
@@ -308,7 +352,19 @@ async fn controllers(
                 tracing::debug!(error = %e, "prompt job reconcile");
             }
         });
-    tokio::join!(prompt_controller, job_controller, synced);
+    tokio::join!(prompt_watch, prompt_controller, job_controller, synced);
+}
+
+/// Whether a Prompt's watch event matters to the jobs naming it: it is new, its spec
+/// changed (a new generation) or it is being deleted; not its finalizer or status being
+/// written, which would otherwise reconcile every such job twice more per Prompt.
+fn changed_for_jobs() -> impl FnMut(&Arc<Prompt>) -> std::future::Ready<bool> {
+    let mut seen: std::collections::HashMap<String, (Option<i64>, bool)> = std::collections::HashMap::new();
+    move |prompt| {
+        let now = (prompt.metadata.generation, prompt.metadata.deletion_timestamp.is_some());
+        let key = prompt.uid().unwrap_or_default();
+        std::future::ready(seen.insert(key, now) != Some(now))
+    }
 }
 
 /// How soon a failed watch is tried again: 0.5 s doubling to at most 5 s (kube's default
@@ -357,5 +413,33 @@ impl crate::jobs::SecretSource for ClusterSecrets {
             let token = String::from_utf8(value.0).map_err(|_| format!("key {key:?} of Secret {name} is not text"))?;
             Ok(secrecy::SecretString::from(token.trim().to_owned()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_events_reach_the_jobs_when_the_prompt_is_new_changed_or_leaving_only() {
+        let mut matters = changed_for_jobs();
+        let mut prompt: Prompt = serde_json::from_value(serde_json::json!({
+            "apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt",
+            "metadata": {"name": "summary", "namespace": "team-a", "uid": "u1", "generation": 1},
+            "spec": {"template": "Summarise."},
+        }))
+        .unwrap();
+        let mut step = |prompt: &Prompt| matters(&Arc::new(prompt.clone())).into_inner();
+        assert!(step(&prompt), "new");
+        prompt.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert!(!step(&prompt), "our finalizer");
+        prompt.status = Some(resources::PromptStatus::default());
+        assert!(!step(&prompt), "our status");
+        prompt.metadata.generation = Some(2);
+        assert!(step(&prompt), "a new spec");
+        prompt.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(step(&prompt), "leaving");
+        assert!(!step(&prompt), "still leaving");
     }
 }

@@ -6,11 +6,11 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt as _};
 use serde_json::json;
 
@@ -27,6 +27,10 @@ use crate::prompts::{PromptError, PromptRef};
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a job that cannot be scheduled (a Secret missing, say) is looked at again.
 const PROBLEM_RESYNC: Duration = Duration::from_secs(30);
+/// Problems that are other objects not there (yet).
+const DEPENDENCIES: [&str; 3] = ["PromptNotFound", "CredentialsMissing", "DeliverySecretMissing"];
+/// How long a new job waits for them before its status says what is missing.
+const QUIET_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,12 +109,12 @@ where
 pub(crate) async fn prompt(prompt: Arc<Prompt>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = prompt.namespace().ok_or(Error::Incomplete("namespace"))?;
     let key = format!("Prompt/{namespace}/{}", prompt.name_any());
-    let api: Api<Prompt> = Api::namespaced(context.client.clone(), &namespace);
+    let api: Api<Prompt> = Api::namespaced(context.shared.client.clone(), &namespace);
     let action = match stage(&api, &*prompt).await? {
         Stage::Apply => apply_prompt(&prompt, &context).await?,
         Stage::Cleanup => {
             let uid = prompt.uid().ok_or(Error::Incomplete("uid"))?;
-            context.prompts.remove_resource(&uid).await?;
+            context.shared.prompts.remove_resource(&uid).await?;
             release(&api, &*prompt).await?;
             Action::await_change()
         }
@@ -129,7 +133,7 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
     let (status, reason, message) = match PromptSpec::problem_of(&declared) {
         Some((reason, problem)) => ("False", reason, problem),
         None => {
-            context.prompts.apply_resource(&uid, &namespace, &name, &declared).await?;
+            context.shared.prompts.apply_resource(&uid, &namespace, &name, &declared).await?;
             ("True", "Loaded", "in the prompt library".to_owned())
         }
     };
@@ -145,7 +149,7 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
             let kind = if status.conditions[0].status == "True" { EventType::Normal } else { EventType::Warning };
             publish(context, prompt, kind, reason, &message);
         }
-        let api: Api<Prompt> = Api::namespaced(context.client.clone(), &prompt.namespace().unwrap_or_default());
+        let api: Api<Prompt> = Api::namespaced(context.shared.client.clone(), &prompt.namespace().unwrap_or_default());
         let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "Prompt", "status": status});
         api.patch_status(&prompt.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
@@ -155,12 +159,12 @@ async fn apply_prompt(prompt: &Prompt, context: &Context) -> Result<Action, Erro
 pub(crate) async fn prompt_job(job: Arc<PromptJob>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = job.namespace().ok_or(Error::Incomplete("namespace"))?;
     let key = format!("PromptJob/{namespace}/{}", job.name_any());
-    let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
+    let api: Api<PromptJob> = Api::namespaced(context.shared.client.clone(), &namespace);
     let action = match stage(&api, &*job).await? {
         Stage::Apply => apply_job(&job, &context).await?,
         Stage::Cleanup => {
             let uid = job.uid().ok_or(Error::Incomplete("uid"))?;
-            context.jobs.remove(&uid).await?;
+            context.shared.jobs.remove(&uid).await?;
             release(&api, &*job).await?;
             tracing::info!(job = job.name_any(), namespace = job.namespace(), "job removed with its runs");
             Action::await_change()
@@ -182,8 +186,11 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
     if problem.is_none()
         && let Some(reference) = &spec.prompt_ref
     {
-        let prompts: Api<Prompt> = Api::namespaced(context.client.clone(), &namespace);
-        if prompts.get_opt(&reference.name).await?.is_none() {
+        // Before the first list, every Prompt would look missing.
+        let _closed = context.prompts_seen.wait_until_ready().await;
+        let seen = context.prompts_seen.get(&ObjectRef::new(&reference.name).within(&namespace));
+        // A Prompt being deleted is on its way out; its removal is not told to the jobs.
+        if seen.is_none_or(|p| p.meta().deletion_timestamp.is_some()) {
             problem = Some((
                 "PromptNotFound",
                 format!("Prompt {:?} does not exist in namespace {namespace}", reference.name),
@@ -218,6 +225,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         }
     }
     let row = context
+        .shared
         .jobs
         .apply(JobDefinition {
             id: uid.clone(),
@@ -251,7 +259,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
     let run_now = job.annotations().get(RUN_NOW_ANNOTATION).filter(|v| !v.is_empty()).cloned();
     if let Some(value) = &run_now
         && old.last_handled_run_now.as_ref() != Some(value)
-        && let Some(run) = context.jobs.run_now(&row, Trigger::Annotation, &format!("run-now:{value}")).await?
+        && let Some(run) = context.shared.jobs.run_now(&row, Trigger::Annotation, &format!("run-now:{value}")).await?
     {
         publish(
             context,
@@ -262,7 +270,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         );
     }
 
-    let state = context.jobs.state(row).await?;
+    let state = context.shared.jobs.state(row).await?;
     let (condition_status, reason, message) = match (&problem, spec.suspend) {
         (Some((reason, message)), _) => ("False", *reason, message.clone()),
         (None, true) => ("False", "Suspended", "suspended: no runs are scheduled".to_owned()),
@@ -284,13 +292,26 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
         active: state.open.iter().filter(|r| r.status == RunStatus::Running).map(|r| r.id.clone()).collect(),
         last_handled_run_now: run_now.or(old.last_handled_run_now.clone()),
     };
+    // A directory applied at once creates jobs before the Prompts and Secrets they name: a
+    // new job waits for those quietly for a few seconds (each appearing triggers it)
+    // instead of writing a status and an Event that the next second takes back.
+    let waits_quietly = problem.as_ref().is_some_and(|(reason, _)| DEPENDENCIES.contains(reason))
+        && old.conditions.is_empty()
+        && job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| Utc::now().timestamp() - t.0.as_second() < QUIET_FOR.as_secs().cast_signed());
+    if waits_quietly {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if status != old {
         report_transitions(context, job, &old, &status).await;
-        let api: Api<PromptJob> = Api::namespaced(context.client.clone(), &namespace);
+        let api: Api<PromptJob> = Api::namespaced(context.shared.client.clone(), &namespace);
         let patch = json!({"apiVersion": "promptops.dev/v1alpha1", "kind": "PromptJob", "status": status});
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
-    // Secrets and Prompts are not all watched: a job that waits for one looks again soon.
+    // A Prompt or an awaited Secret appearing triggers a reconcile; this is the fallback.
     if problem.is_some() {
         return Ok(Action::requeue(PROBLEM_RESYNC));
     }
@@ -299,9 +320,7 @@ async fn apply_job(job: &PromptJob, context: &Context) -> Result<Action, Error> 
 
 /// Whether the Secret a spec names exists with the key it names.
 async fn has_secret_key(context: &Context, namespace: &str, reference: &SecretKeyRef) -> Result<bool, Error> {
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
-    let secret = secrets.get_opt(&reference.name).await?;
-    Ok(secret.is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&reference.key))))
+    Ok(context.shared.secrets.has_key(namespace, &reference.name, &reference.key).await?)
 }
 
 /// Back soon after the next firing (to show the run), at the latest after `RESYNC`.
@@ -410,19 +429,19 @@ where
         action: "Reconcile".into(),
         secondary: None,
     };
-    if context.events.send((event, object.object_ref(&()))).is_err() {
+    if context.shared.events.send((event, object.object_ref(&()))).is_err() {
         tracing::warn!(reason, "the Event publisher has stopped; Event dropped");
     }
 }
 
 /// A reconcile went through: the object's next failure starts the backoff afresh.
 fn recovered(context: &Context, key: &str) {
-    context.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    context.shared.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
 }
 
 /// Retries a failing object with a doubling delay: 1 s, 2 s, 4 s … up to 5 minutes.
 fn backoff(context: &Context, key: &str, error: &Error, kind: &str) -> Action {
-    let mut failures = context.failures.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut failures = context.shared.failures.lock().unwrap_or_else(PoisonError::into_inner);
     let count = failures.entry(key.to_owned()).or_insert(0);
     *count = count.saturating_add(1);
     let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
@@ -462,9 +481,13 @@ mod tests {
     use kube::client::Body;
     use serde_json::Value;
 
+    use kube::runtime::watcher;
+
     use super::*;
     use crate::audit::AuditLog;
     use crate::config::ConfigStore;
+    use crate::controller::Shared;
+    use crate::controller::secrets::SecretKeys;
     use crate::jobs::{Activity, JobStore};
     use crate::prompts::PromptLibrary;
     use crate::telemetry::metrics::Metrics;
@@ -552,9 +575,21 @@ mod tests {
         let activity = Arc::new(Activity::new(Arc::new(Metrics::new())));
         let jobs = Arc::new(JobStore::new(db.clone(), prompts.clone(), AuditLog::new(db), activity));
         let (events, received) = tokio::sync::mpsc::unbounded_channel();
-        let context =
-            Arc::new(Context { client: api.client(), jobs, prompts, events, failures: Mutex::new(HashMap::new()) });
-        Fixture { context, events: received, _dir: dir }
+        let shared = Arc::new(Shared {
+            client: api.client(),
+            jobs,
+            prompts,
+            events,
+            failures: Mutex::new(HashMap::new()),
+            secrets: SecretKeys::new(api.client()),
+        });
+        let (prompts_seen, mut watched) = kube::runtime::reflector::store();
+        watched.apply_watcher_event(&watcher::Event::Init);
+        for object in api.objects.lock().unwrap().values().filter(|o| o["kind"] == "Prompt") {
+            watched.apply_watcher_event(&watcher::Event::InitApply(serde_json::from_value(object.clone()).unwrap()));
+        }
+        watched.apply_watcher_event(&watcher::Event::InitDone);
+        Fixture { context: Arc::new(Context { shared, prompts_seen }), events: received, _dir: dir }
     }
 
     const PROMPTS: &str = "/apis/promptops.dev/v1alpha1/namespaces/team-a/prompts";
@@ -602,7 +637,7 @@ mod tests {
         assert_eq!(ready_of(&status), ("True".into(), "Loaded".into(), "in the prompt library".into()));
         assert_eq!(status["observedGeneration"], 1);
         let reference = PromptRef::parse("team-a/standup").unwrap();
-        let stored = fixture.context.prompts.find(&reference, None).await.unwrap();
+        let stored = fixture.context.shared.prompts.find(&reference, None).await.unwrap();
         assert_eq!((stored.title.as_str(), stored.template.as_str()), ("standup", "Summarise {{project}}."));
         let (event, _) = fixture.events.try_recv().expect("an Event for becoming Ready");
         assert_eq!(event.reason, "Loaded");
@@ -620,7 +655,7 @@ mod tests {
         let expected = "template: uses {{who}}, which is not declared in variables";
         assert_eq!(ready_of(&status), ("False".into(), "InvalidTemplate".into(), expected.into()));
         let reference = PromptRef::parse("team-a/sloppy").unwrap();
-        assert!(fixture.context.prompts.find(&reference, None).await.is_err());
+        assert!(fixture.context.shared.prompts.find(&reference, None).await.is_err());
         let (event, _) = fixture.events.try_recv().unwrap();
         assert_eq!((event.reason.as_str(), event.type_), ("InvalidTemplate", EventType::Warning));
     }
@@ -635,7 +670,7 @@ mod tests {
         prompt_reconcile(&fixture, object).await;
 
         let reference = PromptRef::parse("team-a/gone").unwrap();
-        assert!(fixture.context.prompts.find(&reference, None).await.is_err());
+        assert!(fixture.context.shared.prompts.find(&reference, None).await.is_err());
         let last = api.calls().pop().unwrap();
         assert_eq!(
             last.body,
@@ -654,15 +689,33 @@ mod tests {
         let action = job_reconcile(&fixture, object).await;
         assert_eq!(action, Action::requeue(PROBLEM_RESYNC));
 
-        assert!(api.calls().iter().any(|c| c.method == "GET" && c.path == format!("{PROMPTS}/later")));
+        assert!(api.calls().iter().all(|c| c.method != "GET"), "the watched Prompts answer: {:?}", api.calls());
         let status = api.status_written(&format!("{JOBS}/weekly"));
         let message = "Prompt \"later\" does not exist in namespace team-a";
         assert_eq!(ready_of(&status), ("False".into(), "PromptNotFound".into(), message.into()));
         assert!(status["nextRunTime"].is_null(), "{status}");
-        let row = fixture.context.jobs.get(0, "uid-weekly").await.unwrap();
+        let row = fixture.context.shared.jobs.get(0, "uid-weekly").await.unwrap();
         assert_eq!(row.problem.as_deref(), Some(message));
         assert_eq!(row.prompt_ref.as_deref(), Some("team-a/later"), "a full reference to the Prompt");
         assert_eq!(row.next_run_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_new_job_waits_quietly_for_its_prompt_for_a_few_seconds_and_then_says_what_is_missing() {
+        let spec = json!({"schedule": "0 9 * * MON", "promptRef": {"name": "later"}});
+        for (age, quiet) in [(0, true), (4, true), (6, false)] {
+            let mut object = job_object("weekly", &spec);
+            let created =
+                (Utc::now() - chrono::Duration::seconds(age)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            object["metadata"]["creationTimestamp"] = json!(created);
+            let api = FakeApi::with(&[(&format!("{JOBS}/weekly"), object.clone())]);
+            let fixture = fixture(&api).await;
+            let action = job_reconcile(&fixture, object).await;
+            let wrote = api.calls().iter().any(|c| c.path.ends_with("/status"));
+            assert_eq!((wrote, action == Action::requeue(Duration::from_secs(1))), (!quiet, quiet), "{age} s old");
+            let row = fixture.context.shared.jobs.get(0, "uid-weekly").await.unwrap();
+            assert!(row.problem.is_some() && row.next_run_at.is_none(), "stored unscheduled either way");
+        }
     }
 
     #[tokio::test]
@@ -692,7 +745,7 @@ mod tests {
             assert_eq!(job_reconcile(&fixture, object).await, Action::requeue(PROBLEM_RESYNC));
             let status = api.status_written(&format!("{JOBS}/weekly"));
             assert_eq!(ready_of(&status), ("False".into(), reason.into(), message.into()), "{deliver}");
-            assert_eq!(fixture.context.jobs.get(0, "uid-weekly").await.unwrap().next_run_at, None);
+            assert_eq!(fixture.context.shared.jobs.get(0, "uid-weekly").await.unwrap().next_run_at, None);
         }
     }
 
@@ -714,7 +767,7 @@ mod tests {
         assert_eq!(local.format("%a %H:%M").to_string(), "Mon 09:00");
         assert_eq!(message, format!("next run at {}", next.to_rfc3339()));
         assert_eq!(status["observedGeneration"], 2);
-        let row = fixture.context.jobs.get(0, "uid-monday").await.unwrap();
+        let row = fixture.context.shared.jobs.get(0, "uid-monday").await.unwrap();
         assert_eq!(row.concurrency_policy, crate::jobs::ConcurrencyPolicy::Replace);
         assert_eq!(row.variables.0.get("project").map(String::as_str), Some("PAY"));
 
@@ -724,6 +777,58 @@ mod tests {
         let before = api.calls().len();
         job_reconcile(&fixture, same).await;
         assert!(api.calls()[before..].iter().all(|c| c.method != "PATCH"), "{:?}", &api.calls()[before..]);
+    }
+
+    fn secret_object(name: &str, keys: &[&str]) -> Value {
+        let data: serde_json::Map<String, Value> = keys.iter().map(|k| ((*k).to_owned(), json!("dG9rZW4="))).collect();
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "team-a"}, "data": data})
+    }
+
+    const SECRETS: &str = "/api/v1/namespaces/team-a/secrets";
+
+    #[tokio::test]
+    async fn jobs_naming_one_watched_prompt_and_one_secret_read_the_prompt_from_the_watch_and_the_secret_once() {
+        let prompt = prompt_object("summary", &json!({"template": "Summarise."}), &[FINALIZER]);
+        let spec = json!({"schedule": "0 9 * * MON", "promptRef": {"name": "summary"},
+                          "credentialsSecretRef": {"name": "bot", "key": "token"}});
+        let jobs: Vec<Value> = (0..20).map(|i| job_object(&format!("weekly-{i}"), &spec)).collect();
+        let mut objects =
+            vec![(format!("{PROMPTS}/summary"), prompt), (format!("{SECRETS}/bot"), secret_object("bot", &["token"]))];
+        objects.extend(jobs.iter().map(|j| (format!("{JOBS}/{}", j["metadata"]["name"].as_str().unwrap()), j.clone())));
+        let objects: Vec<(&str, Value)> = objects.iter().map(|(p, v)| (p.as_str(), v.clone())).collect();
+        let api = FakeApi::with(&objects);
+        let fixture = fixture(&api).await;
+        futures_util::future::join_all(jobs.into_iter().map(|job| job_reconcile(&fixture, job))).await;
+
+        for i in 0..20 {
+            let status = api.status_written(&format!("{JOBS}/weekly-{i}"));
+            assert_eq!(ready_of(&status).1, "Scheduled", "{status}");
+        }
+        let gets: Vec<String> = api.calls().into_iter().filter(|c| c.method == "GET").map(|c| c.path).collect();
+        assert_eq!(gets, [format!("{SECRETS}/bot")], "one GET of the Secret for 20 jobs, none of the Prompt");
+    }
+
+    #[tokio::test]
+    async fn a_secret_a_job_waits_for_is_looked_for_by_name_and_reported_once_when_it_appears() {
+        let api = FakeApi::default();
+        let fixture = fixture(&api).await;
+        let secrets = &fixture.context.shared.secrets;
+        assert!(!secrets.has_key("team-a", "bot", "token").await.unwrap());
+        let start = std::time::Instant::now();
+        let rounds = std::sync::atomic::AtomicU64::new(0);
+        let later = || start + Duration::from_secs(2 * (1 + rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        assert!(secrets.poll_once(later()).await.is_empty(), "still missing");
+        api.objects.lock().unwrap().insert(format!("{SECRETS}/bot"), secret_object("bot", &["other"]));
+        let appeared = secrets.poll_once(later()).await;
+        assert_eq!(appeared, [("team-a".to_owned(), "bot".to_owned())], "it changed: its jobs look again");
+        assert!(secrets.poll_once(later()).await.is_empty(), "and it left the waiting list");
+        assert!(!secrets.has_key("team-a", "bot", "token").await.unwrap(), "the key is still missing");
+        api.objects.lock().unwrap().insert(format!("{SECRETS}/bot"), secret_object("bot", &["other", "token"]));
+        assert_eq!(secrets.poll_once(later()).await.len(), 1, "the key appearing is a change too");
+        assert!(secrets.has_key("team-a", "bot", "token").await.unwrap());
+        let asked = api.calls().iter().filter(|c| c.method == "GET").count();
+        assert!(secrets.poll_once(later()).await.is_empty());
+        assert_eq!(api.calls().iter().filter(|c| c.method == "GET").count(), asked, "nothing waits: nothing asked");
     }
 
     async fn prompt_reconcile(fixture: &Fixture, object: Value) -> Action {

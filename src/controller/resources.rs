@@ -205,6 +205,12 @@ impl PromptJobSpec {
             Ok(_) => None,
         }
     }
+
+    /// The names of the Secrets this spec reads: its credentials and its webhooks' keys.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let hooks = self.deliver.iter().filter_map(|t| t.webhook.as_ref()?.secret_ref.as_ref());
+        self.credentials_secret_ref.iter().chain(hooks).map(|r| r.name.as_str())
+    }
 }
 
 /// Retries of a failed run.

@@ -287,6 +287,18 @@ impl JobStore {
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
+        if let Some(old) = existing.as_ref().filter(|_| !reschedule) {
+            let times = JobRow {
+                next_run_at: old.next_run_at,
+                last_schedule_at: old.last_schedule_at,
+                updated_at: old.updated_at,
+                ..row.clone()
+            };
+            if times == *old {
+                // A reconcile that changes nothing writes nothing.
+                return Ok(times);
+            }
+        }
         jobs::upsert(&mut conn, &row, reschedule).await?;
         if reschedule {
             self.activity.wake.notify_one();

@@ -178,7 +178,9 @@ impl Promptops {
         let port = free_port();
         let log = start.data_dir.join(format!("{}.log", start.identity));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_promptops"))
+        // PROMPTOPS_BIN runs another build (an earlier commit's, for a before/after).
+        let bin = std::env::var_os("PROMPTOPS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_promptops").into());
+        let child = Command::new(bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", &start.cluster.kubeconfig)
             .env("PROMPTOPS_CONTROLLER", "on")
