@@ -50,6 +50,8 @@ pub struct Application {
     runner: Arc<Runner>,
     deliverer: Arc<Deliverer>,
     credentials: Arc<Credentials>,
+    /// The database's in-use lock (none for an in-memory database).
+    _in_use: Option<db::backup::InUse>,
 }
 
 impl std::fmt::Debug for Application {
@@ -67,6 +69,8 @@ impl Application {
     /// An invalid config does not stop the start: `/readyz` stays 503 until a valid one
     /// arrives, as a ConfigMap fix would deliver it.
     pub async fn build(settings: &ServeSettings, env: Arc<dyn Env>) -> anyhow::Result<Self> {
+        // Held for as long as this process serves: `promptops restore` refuses meanwhile.
+        let in_use = db::backup::hold(&settings.database.database_url)?;
         let pool = db::connect(&settings.database.database_url).await?;
         if settings.skip_migrations {
             tracing::info!("skipping database migrations (--skip-migrations)");
@@ -215,6 +219,7 @@ impl Application {
             runner,
             deliverer,
             credentials,
+            _in_use: in_use,
         })
     }
 
@@ -262,6 +267,7 @@ impl Application {
             runner,
             deliverer,
             credentials: _,
+            _in_use,
         } = self;
         let db = state.db.clone();
         let addr = listener.local_addr()?;

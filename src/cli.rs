@@ -26,7 +26,7 @@ use crate::telemetry::{self, LogFormat};
 #[command(name = "promptops", version, about, propagate_version = true)]
 pub struct Cli {
     /// Log line format on stderr.
-    #[arg(long, env = "PROMPTOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    #[arg(long, env = "PROMPTOPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
 
     /// Log level or filter directives, e.g. `info` or `info,promptops=debug`.
@@ -52,6 +52,22 @@ pub enum Command {
     /// Manage encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a consistent copy of the database to FILE while `serve` may keep running,
+    /// checked with `PRAGMA integrity_check` before it takes its name.
+    Backup {
+        /// The backup file to create; never overwritten.
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseSettings,
+    },
+    /// Replace the database by a backup. Refuses while any `serve` uses the database, and
+    /// a file that is not a sound promptops database; keeps the replaced one next to it.
+    Restore {
+        /// The backup file to restore.
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseSettings,
+    },
     /// Print the CustomResourceDefinitions (Prompt, PromptJob) as YAML, for
     /// `promptops crds | kubectl apply -f -`.
     Crds,
@@ -127,6 +143,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys(KeysCommand::Generate { id }) => generate_key(id),
         Command::Keys(KeysCommand::Rotate { database, security }) => rotate_keys(&database, &security).await,
+        Command::Backup { file, database } => backup(&file, &database).await,
+        Command::Restore { file, database } => restore(&file, &database).await,
         Command::Crds => print_crds(),
         Command::Probe { url, timeout } => return probe(url, timeout).await,
     };
@@ -186,6 +204,37 @@ async fn add_user(
     if let Some(generated) = issued.generated_password {
         writeln!(out, "password: {}", secrecy::ExposeSecret::expose_secret(&generated))?;
         writeln!(out, "(shown only now; it can be changed under Settings)")?;
+    }
+    Ok(())
+}
+
+async fn backup(file: &Path, database: &DatabaseSettings) -> anyhow::Result<()> {
+    let source = db::backup::database_file(&database.database_url)?;
+    anyhow::ensure!(source.is_file(), "there is no database at {}", source.display());
+    let pool = db::connect(&database.database_url).await?;
+    let written = db::backup::backup(&pool, file).await;
+    pool.close().await;
+    let written = written?;
+    writeln!(
+        std::io::stdout(),
+        "backup written to {} ({:.1} MB in {:.1?}; integrity ok; schema version {})",
+        file.display(),
+        written.bytes as f64 / 1e6,
+        written.took,
+        written.checked.schema_version
+    )?;
+    Ok(())
+}
+
+async fn restore(file: &Path, database: &DatabaseSettings) -> anyhow::Result<()> {
+    let restored = db::backup::restore(file, &database.database_url).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "restored {} (integrity ok; schema version {})", file.display(), restored.checked.schema_version)?;
+    if restored.checked.behind > 0 {
+        writeln!(out, "{} migration(s) newer than the backup are applied at the next start", restored.checked.behind)?;
+    }
+    if let Some(previous) = restored.previous {
+        writeln!(out, "the database it replaced is kept as {}", previous.display())?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The SQLite database: opening it with the right pragmas, migrations, readiness.
 //! SQL itself lives in `repositories`; nothing here knows about HTTP or config files.
 
+pub mod backup;
 pub mod repositories;
 
 use std::str::FromStr;

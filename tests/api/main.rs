@@ -6,6 +6,7 @@ mod accounts;
 mod admin;
 mod agent;
 mod attacks;
+mod backup;
 mod chat;
 mod cli;
 mod config_check;
