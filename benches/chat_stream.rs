@@ -4,9 +4,10 @@
 //! 1. Time to first token (TTFT) of a new answer while 1, 50 or 200 streams are open
 //!    (the others drip tokens in the background), side by side in the same run against
 //!    the same mock LLM: directly at the mock, through promptops (POST message → 202 →
-//!    SSE `token`), and through the LiteLLM proxy as a peer. promptops' overhead =
-//!    through − direct, next to the issue's goals.
-//! 2. Open streams and memory: a fresh promptops holds 1,000 then 5,000 answers that drip
+//!    SSE `token`), through promptops in one request (the POST with `Accept:
+//!    text/event-stream` answers with the stream), and through the LiteLLM proxy as a
+//!    peer. promptops' overhead = through − direct, next to the issue's goals.
+//! 2. Open streams and memory: a fresh promptops holds 1,000 then 10,000 answers that drip
 //!    one token a second; its resident memory (VmRSS) against an idle baseline.
 //!
 //! The mock LLM (tests/support/mock_llm.rs) runs in a separate process: this benchmark's
@@ -20,7 +21,9 @@
 //! skip the peer (default: `scripts/bench-peers litellm`, which installs it once);
 //! `CHAT_STREAM_PARTS` (default `1,2`); `CHAT_STREAM_BG_GAP_MS` (default 50) = pause
 //! between background tokens in part 1; `CHAT_STREAM_DRIP_MS` (default 1000) = pause
-//! between tokens of part 2; `CHAT_STREAM_HOLD` (default `1000,5000`) = targets of part 2.
+//! between tokens of part 2; `CHAT_STREAM_HOLD` (default `1000,10000`) = targets of part 2.
+//! Each stream holds two sockets in promptops (the browser's and the LLM's), so a hard
+//! open-files limit of 20,000 (`ulimit -Hn`) caps it below 10,000; `9900` fits.
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr, clippy::large_futures)]
 
 #[allow(dead_code)]
@@ -61,7 +64,7 @@ const BG_TOKENS: usize = 400;
 /// Goals of the chat issue, at 200 streams.
 const GOAL_P50: Duration = Duration::from_millis(1);
 const GOAL_P99: Duration = Duration::from_millis(3);
-const GOAL_STREAMS: usize = 5000;
+const GOAL_STREAMS: usize = 10_000;
 const GOAL_RSS_MB: f64 = 300.0;
 /// Part 2: opens in flight at once, time to reach a target, settle and sampling window.
 const OPENING: usize = 400;
@@ -628,13 +631,7 @@ impl Litellm {
 
 enum Kind {
     /// An OpenAI-compatible endpoint: the mock itself, or LiteLLM in front of it.
-    OpenAi {
-        probe_url: String,
-        background_url: String,
-        auth: String,
-        probe: Body,
-        background: Body,
-    },
+    OpenAi { probe_url: String, background_url: String, auth: String, probe: Body, background: Body },
     Promptops {
         base: String,
         cookie: String,
@@ -642,6 +639,9 @@ enum Kind {
         probes: Vec<i64>,
         next: AtomicUsize,
         background: Vec<i64>,
+        /// The POST answers with the stream itself (`Accept: text/event-stream`) instead of
+        /// a 202 and a second request for the events.
+        one_request: bool,
     },
 }
 
@@ -692,18 +692,26 @@ async fn probe_once(http: &reqwest::Client, target: &Target, message: &Body) -> 
             }
             Ok(Probe { ttft: first.ok_or("the stream had no content")?, parts: None })
         }
-        Kind::Promptops { base, cookie, csrf, probes, next, .. } => {
+        Kind::Promptops { base, cookie, csrf, probes, next, one_request, .. } => {
             let conversation = *probes.get(next.fetch_add(1, Ordering::Relaxed)).ok_or("out of conversations")?;
             let start = Instant::now();
-            let response = http
+            let mut request = http
                 .post(format!("{base}/api/v1/conversations/{conversation}/messages"))
                 .header("content-type", "application/json")
                 .header("cookie", cookie)
                 .header("x-csrf-token", csrf)
-                .body(message.to_vec())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .body(message.to_vec());
+            if *one_request {
+                request = request.header("accept", "text/event-stream");
+            }
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            if *one_request {
+                if response.status() != 200 {
+                    return Err(format!("send answered {}", response.status()));
+                }
+                let first = first_token(response, start).await?;
+                return Ok(Probe { ttft: first, parts: None });
+            }
             if response.status() != 202 {
                 let status = response.status();
                 return Err(format!("send answered {status}: {}", response.text().await.unwrap_or_default()));
@@ -721,21 +729,26 @@ async fn probe_once(http: &reqwest::Client, target: &Target, message: &Body) -> 
                 return Err(format!("events answered {}", response.status()));
             }
             let head = start.elapsed();
-            let mut events = response.bytes_stream().eventsource();
-            let mut first = None;
-            while let Some(event) = events.next().await {
-                let event = event.map_err(|e| e.to_string())?;
-                match event.event.as_str() {
-                    "token" if first.is_none() => first = Some(start.elapsed()),
-                    "done" => break,
-                    "error" => return Err(format!("error event: {}", event.data)),
-                    _ => {}
-                }
-            }
-            let first = first.ok_or("the answer had no token")?;
+            let first = first_token(response, start).await?;
             Ok(Probe { ttft: first, parts: Some([accepted, head - accepted, first - head]) })
         }
     }
+}
+
+/// Reads a promptops answer's event stream to its end; when its first `token` came.
+async fn first_token(response: reqwest::Response, start: Instant) -> Result<Duration, String> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut first = None;
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| e.to_string())?;
+        match event.event.as_str() {
+            "token" if first.is_none() => first = Some(start.elapsed()),
+            "done" => break,
+            "error" => return Err(format!("error event: {}", event.data)),
+            _ => {}
+        }
+    }
+    first.ok_or_else(|| "the answer had no token".to_owned())
 }
 
 /// Background stream `slot`: opens a long dripping answer, counts its tokens, reopens it
@@ -984,6 +997,7 @@ async fn part_ttft(http: &reqwest::Client, mock: Mock, key: &str, bg_gap_ms: u64
     let idle_rss = rss_mb(pp.pid());
     let per_level = BLOCKS * PROBES_PER_BLOCK + 5;
     let probes = pp.conversations(http, LEVELS.len() * per_level).await;
+    let one_request_probes = pp.conversations(http, LEVELS.len() * per_level).await;
     let background_conversations = pp.conversations(http, LEVELS.iter().max().unwrap() - 1).await;
 
     let litellm = match litellm {
@@ -1039,7 +1053,20 @@ async fn part_ttft(http: &reqwest::Client, mock: Mock, key: &str, bg_gap_ms: u64
                 csrf: pp.csrf.clone(),
                 probes,
                 next: AtomicUsize::new(0),
+                background: background_conversations.clone(),
+                one_request: false,
+            },
+        }),
+        Arc::new(Target {
+            name: "promptops-1req (POST → stream)",
+            kind: Kind::Promptops {
+                base: pp.base.clone(),
+                cookie: pp.cookie.clone(),
+                csrf: pp.csrf.clone(),
+                probes: one_request_probes,
+                next: AtomicUsize::new(0),
                 background: background_conversations,
+                one_request: true,
             },
         }),
     ];
@@ -1121,7 +1148,7 @@ async fn part_ttft(http: &reqwest::Client, mock: Mock, key: &str, bg_gap_ms: u64
             let p50 = diff_ms(pct(&r.ttft, 0.5), pct(&direct.ttft, 0.5));
             let p99 = diff_ms(pct(&r.ttft, 0.99), pct(&direct.ttft, 0.99));
             let show = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:+.2} ms"));
-            let goal = if open == 200 && short == "promptops" {
+            let goal = if open == 200 && short.starts_with("promptops") {
                 let verdict = |v: Option<f64>, goal: Duration| match v {
                     Some(v) if v <= goal.as_secs_f64() * 1000.0 => "met",
                     Some(_) => "NOT met",
@@ -1134,11 +1161,7 @@ async fn part_ttft(http: &reqwest::Client, mock: Mock, key: &str, bg_gap_ms: u64
                     GOAL_P99.as_millis(),
                     verdict(p99, GOAL_P99)
                 );
-                summary.push(format!(
-                    "promptops overhead at 200 streams: p50 {}, p99 {}; {line}",
-                    show(p50),
-                    show(p99)
-                ));
+                summary.push(format!("{short} overhead at 200 streams: p50 {}, p99 {}; {line}", show(p50), show(p99)));
                 format!("   {line}")
             } else {
                 String::new()
@@ -1395,10 +1418,10 @@ async fn part_open_streams(http: &reqwest::Client, mock: &Mock, key: &str, drip_
     for (target, open, rss) in &rows {
         println!("  at {target:>5} streams: {open} open, promptops VmRSS {rss:.1} MB (idle {idle_rss:.1} MB)");
     }
-    if let Some((_, open, rss)) = rows.iter().find(|(t, _, _)| *t == GOAL_STREAMS) {
+    if let Some((_, open, rss)) = rows.iter().max_by_key(|(t, _, _)| *t) {
         let met = *open >= GOAL_STREAMS && *rss < GOAL_RSS_MB;
         println!(
-            "  goal ≥ {GOAL_STREAMS} streams under {GOAL_RSS_MB:.0} MB: {} ({open} open, {rss:.1} MB)",
+            "  goal ≥ {GOAL_STREAMS} streams under {GOAL_RSS_MB:.0} MB: {} (at most {open} open, {rss:.1} MB)",
             if met { "met" } else { "NOT met" }
         );
     }

@@ -303,21 +303,24 @@ impl ChatService {
         let endpoint =
             prompt.and_then(|p| p.endpoint.clone()).unwrap_or_else(|| snapshot.config.service.default_endpoint.clone());
 
+        // Both messages and the title in one write transaction: one commit per send, and a
+        // send refused below (rate, concurrency) leaves nothing behind.
         let mut conn = self.db.acquire().await?;
-        let conversation = conversations::get(&mut conn, user_id, conversation_id).await?.ok_or(ChatError::NotFound)?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let conversation = conversations::get(&mut tx, user_id, conversation_id).await?.ok_or(ChatError::NotFound)?;
         self.rate.check(user_id, limits.requests_per_minute).map_err(ChatError::RateLimited)?;
         let admitted = self.admit(user_id, limits.concurrent_generations)?;
         let now = Utc::now();
         let prompt_name = send.prompt.as_deref();
         let user_message_id = conversations::add_message(
-            &mut conn,
+            &mut tx,
             conversation_id,
             &NewMessage { role: "user", content: &content, status: "complete", prompt_name, endpoint: None },
             now,
         )
         .await?;
         let message_id = conversations::add_message(
-            &mut conn,
+            &mut tx,
             conversation_id,
             &NewMessage { role: "assistant", content: "", status: "streaming", prompt_name, endpoint: Some(&endpoint) },
             now,
@@ -326,14 +329,15 @@ impl ChatService {
         if conversation.title == DEFAULT_TITLE {
             let title: String =
                 content.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(TITLE_CHARS).collect();
-            conversations::rename(&mut conn, user_id, conversation_id, &title, now).await?;
+            conversations::rename(&mut tx, user_id, conversation_id, &title, now).await?;
         }
+        tx.commit().await?;
+        let history = history(&mut conn, user_id, conversation_id, &snapshot).await?;
         drop(conn);
 
         let generation = Arc::new(Generation::new(message_id, conversation_id, user_id));
         self.registry.insert(generation.clone());
         drop(admitted);
-        let history = self.history(user_id, conversation_id, &snapshot).await?;
         let task = Answer {
             agent: self.agent.clone(),
             task: agent::Task {
@@ -385,25 +389,25 @@ impl ChatService {
     pub fn running(&self) -> usize {
         self.registry.running()
     }
+}
 
-    /// The conversation so far, as the LLM reads it: the system prompt, then every user
-    /// message and every answer that has text.
-    async fn history(
-        &self,
-        user_id: i64,
-        conversation_id: i64,
-        snapshot: &ConfigSnapshot,
-    ) -> Result<Vec<Value>, ChatError> {
-        let messages = conversations::messages(&mut *self.db.acquire().await?, user_id, conversation_id).await?;
-        let mut history = vec![json!({"role": "system", "content": snapshot.config.prompts.system})];
-        history.extend(
-            messages
-                .iter()
-                .filter(|m| m.status != "streaming" && !m.content.is_empty())
-                .map(|m| json!({"role": m.role, "content": m.content})),
-        );
-        Ok(history)
-    }
+/// The conversation so far, as the LLM reads it: the system prompt, then every user
+/// message and every answer that has text.
+async fn history(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: i64,
+    conversation_id: i64,
+    snapshot: &ConfigSnapshot,
+) -> Result<Vec<Value>, ChatError> {
+    let messages = conversations::messages(conn, user_id, conversation_id).await?;
+    let mut history = vec![json!({"role": "system", "content": snapshot.config.prompts.system})];
+    history.extend(
+        messages
+            .iter()
+            .filter(|m| m.status != "streaming" && !m.content.is_empty())
+            .map(|m| json!({"role": m.role, "content": m.content})),
+    );
+    Ok(history)
 }
 
 /// A send counted against the concurrency limit until its generation is registered.

@@ -104,6 +104,65 @@ async fn a_config_reload_applies_to_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_send_that_asks_for_the_stream_gets_the_answer_in_the_same_response_and_can_resume_it() {
+    use eventsource_stream::Eventsource as _;
+    use futures_util::StreamExt as _;
+    let (app, mock) = spawn_chat_app().await;
+    mock.push(stream("one two three four five", 10));
+    let erin = app.user("erin").await;
+    let conversation = erin.conversation().await;
+    let response = erin
+        .client
+        .post(format!("{}/api/v1/conversations/{conversation}/messages", app.base))
+        .header("x-csrf-token", &erin.csrf)
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "count"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream().eventsource();
+    let sent = stream.next().await.unwrap().unwrap();
+    assert_eq!(sent.event, "sent", "the ids come first");
+    let ids: serde_json::Value = serde_json::from_str(&sent.data).unwrap();
+    let message = ids["message_id"].as_i64().unwrap();
+    assert!(ids["user_message_id"].as_i64().unwrap() < message);
+    // Two events, then the client hangs up and resumes through …/events.
+    let mut head = Vec::new();
+    while head.len() < 2 {
+        let event = stream.next().await.unwrap().unwrap();
+        head.push(crate::helpers::Sse {
+            id: event.id,
+            event: event.event,
+            data: serde_json::from_str(&event.data).unwrap(),
+        });
+    }
+    drop(stream);
+    let last: u64 = head.last().unwrap().id.parse().unwrap();
+    let mut all = head;
+    all.extend(erin.events(conversation, message, Some(last)).await);
+    let numbers: Vec<u64> = all.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>(), "no gap, no repeat");
+    assert_eq!(text_of(&all), "one two three four five");
+    assert_eq!(erin.message(conversation, message).await["status"], "complete");
+
+    // Refused sends stay plain JSON errors, whatever the client accepts.
+    let other = app.user("frank").await.conversation().await;
+    let refused = erin
+        .client
+        .post(format!("{}/api/v1/conversations/{other}/messages", app.base))
+        .header("x-csrf-token", &erin.csrf)
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "peek"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404, "another user's conversation");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_follower_resumes_after_its_last_event_without_gaps_or_repeats() {
     let (app, mock) = spawn_chat_app().await;
     mock.push(stream("one two three four five six seven eight", 20));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Outcome};
 use crate::chat::generation::{ChatEvent, StampedEvent};
-use crate::chat::{self, Ask, Listed, Sent};
+use crate::chat::{self, Ask, Listed};
 use crate::db::repositories::conversations::{Conversation, Message};
 use crate::llm::Usage;
 use crate::web::AppState;
@@ -153,15 +153,26 @@ pub struct SendBody {
     variables: BTreeMap<String, String>,
 }
 
+/// 202 `{message_id, user_message_id}`, the answer written in the background; or, asked
+/// with `Accept: text/event-stream`, the answer's events at once (a `sent` event with the
+/// ids first), saving the client the second request.
 pub async fn send(
     State(state): State<AppState>,
     CurrentUser(session): CurrentUser,
     ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SendBody>,
-) -> Result<(StatusCode, ApiJson<Sent>), ApiError> {
+) -> Result<Response, ApiError> {
     let send = Ask { content: body.content, prompt: body.prompt, variables: body.variables };
     let sent = state.chat.send(session.user.id, id, send).await?;
-    Ok((StatusCode::ACCEPTED, ApiJson(sent)))
+    let streams =
+        headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
+    if !streams {
+        return Ok((StatusCode::ACCEPTED, ApiJson(sent)).into_response());
+    }
+    let first = Event::default().event("sent").json_data(sent).map_err(|e| ApiError::Internal(e.into()))?;
+    let events = answer_events(&state, session.user.id, id, sent.message_id, 0).await?;
+    Ok(event_stream(futures_util::stream::once(async { Ok(first) }).chain(events)))
 }
 
 pub async fn message(
@@ -181,23 +192,41 @@ pub async fn events(
     ApiPath((id, message_id)): ApiPath<(i64, i64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let message = state.chat.message(session.user.id, id, message_id).await?;
     let last_id = headers
         .get("last-event-id")
         .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
         .map(|parsed| parsed.ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (a number)".into())))
         .transpose()?
         .unwrap_or(0);
-    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        match state.chat.generation(session.user.id, message_id) {
-            Some(generation) => Box::pin(generation.follow(last_id).map(|e| Ok(sse_event(&e)))),
-            None => Box::pin(futures_util::stream::iter(snapshot(&message).into_iter().map(Ok))),
-        };
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    Ok(event_stream(answer_events(&state, session.user.id, id, message_id, last_id).await?))
+}
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// An answer's events after `last_id`: live while they are kept, else the stored message.
+async fn answer_events(
+    state: &AppState,
+    user_id: i64,
+    conversation_id: i64,
+    message_id: i64,
+    last_id: u64,
+) -> Result<Events, ApiError> {
+    // A live answer is found in memory (its owner and conversation checked there); only an
+    // ended one costs a database read.
+    let live = state.chat.generation(user_id, message_id).filter(|g| g.conversation_id == conversation_id);
+    if let Some(generation) = live {
+        return Ok(Box::pin(generation.follow(last_id).map(|e| Ok(sse_event(&e)))));
+    }
+    let message = state.chat.message(user_id, conversation_id, message_id).await?;
+    Ok(Box::pin(futures_util::stream::iter(snapshot(&message).into_iter().map(Ok))))
+}
+
+fn event_stream(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     // Proxies must not buffer the stream.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
 }
 
 pub fn sse_event(stamped: &StampedEvent) -> Event {
