@@ -28,6 +28,7 @@ use crate::jobs::runner::Runner;
 use crate::jobs::scheduler::{self, Scheduler};
 use crate::jobs::{Activity, Credentials, JobStore, queue};
 use crate::llm::LlmClient;
+use crate::maintenance::Maintenance;
 use crate::mcp::McpManager;
 use crate::prompts::PromptLibrary;
 use crate::settings::{SecuritySettings, ServeSettings};
@@ -86,6 +87,13 @@ impl Application {
                 .context("reading the config history from the database (is it migrated?)")?;
         let reloader = Arc::new(reloader);
         reloader.reload().await;
+        let maintenance = Arc::new(Maintenance::new(
+            pool.clone(),
+            store.clone(),
+            metrics.clone(),
+            &settings.database.database_url,
+            format!("{}-{}", replica_host(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        ));
 
         let keyring = Arc::new(load_keyring(&settings.security)?);
         let audit = AuditLog::new(pool.clone());
@@ -210,6 +218,7 @@ impl Application {
                 }),
                 mcp,
                 web: Arc::new(WebContext::new(&public_url, client_ip_header)),
+                maintenance,
             },
             watch: WatchOptions { debounce: settings.config_debounce, poll_interval: settings.config_poll_interval },
             shutdown_timeout: settings.shutdown_timeout,
@@ -280,6 +289,7 @@ impl Application {
         // Without a cluster this replica always schedules; with one, only while it leads.
         let (leading, following) = tokio::sync::watch::channel(cluster.is_none());
         let scheduler = tokio::spawn(scheduler::run(scheduler, following, background.clone()));
+        let housekeeping = tokio::spawn(state.maintenance.clone().schedule(background.clone()));
         let health = state.controller.clone();
         let controller = cluster.map(|(client, options)| {
             tokio::spawn(controller::run(client, options, jobs, prompts, leading, health, background.clone()))
@@ -340,6 +350,7 @@ impl Application {
                 }
             }
             let _ = scheduler.await;
+            let _ = housekeeping.await;
             let _ = worker.await;
             let _ = delivering.await;
         };
@@ -389,7 +400,7 @@ async fn controller_options(
         .clone()
         .or_else(|| pod_namespace.map(|ns| ns.trim().to_owned()))
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let host = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "promptops".into());
+    let host = replica_host();
     let identity = settings.identity.clone().unwrap_or_else(|| {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         format!("{host}-{}", &suffix[..8])
@@ -401,6 +412,11 @@ async fn controller_options(
         identity,
         lease_duration: settings.lease_duration,
     }
+}
+
+/// The Pod's (or the machine's) name, for this replica's names in leases.
+fn replica_host() -> String {
+    std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "promptops".into())
 }
 
 /// The configured keys, or on a laptop a key generated into the key file (loudly).

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod db;
 pub mod jobs;
 pub mod llm;
+pub mod maintenance;
 pub mod mcp;
 pub mod prompts;
 pub mod settings;

@@ -31,6 +31,85 @@ pub struct ServiceConfig {
     /// Who signs in, and how: local passwords, single sign-on, or both.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Housekeeping of the database, on schedules.
+    #[serde(default)]
+    pub maintenance: MaintenanceSettings,
+}
+
+/// When each housekeeping task runs: a cron expression of five fields (minute hour
+/// day-of-month month day-of-week, UTC); an empty one never runs on its own (the admin
+/// page can still start it).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceSettings {
+    /// Deletes what is older than its window.
+    pub retention: RetentionSettings,
+    /// Forgets sessions that ended and single sign-ins that never came back.
+    pub sessions: TaskSchedule,
+    /// `PRAGMA optimize` and a WAL checkpoint.
+    pub optimize: TaskSchedule,
+    /// An online backup into a folder, keeping the newest few.
+    pub backup: BackupSettings,
+}
+
+impl Default for MaintenanceSettings {
+    fn default() -> Self {
+        Self {
+            retention: RetentionSettings::default(),
+            sessions: TaskSchedule { schedule: "*/30 * * * *".into() },
+            optimize: TaskSchedule { schedule: "43 3 * * *".into() },
+            backup: BackupSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSchedule {
+    pub schedule: String,
+}
+
+/// Days to keep each kind of record; 0 keeps it for ever.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    pub schedule: String,
+    /// Conversations not written to for this long, with their messages.
+    pub conversations_days: u32,
+    /// Job runs that ended this long ago, with their deliveries (each job keeps its last).
+    pub job_runs_days: u32,
+    /// Audit log entries.
+    pub audit_days: u32,
+    /// Config reload records (the latest applied one stays).
+    pub config_history_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            schedule: "17 3 * * *".into(),
+            conversations_days: 0,
+            job_runs_days: 90,
+            audit_days: 0,
+            config_history_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    pub schedule: String,
+    /// Where backups go; a relative path is taken from the database file's folder.
+    pub dir: std::path::PathBuf,
+    /// How many scheduled backups to keep (the newest); older ones are deleted.
+    pub keep: u32,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self { schedule: String::new(), dir: "backups".into(), keep: 7 }
+    }
 }
 
 /// Sign-in methods.

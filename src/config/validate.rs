@@ -159,6 +159,20 @@ fn check_service(service: &ServiceConfig, issues: &mut Vec<ConfigIssue>) {
         issue("agent.max_result_chars".into(), "must be at least 100".into());
     }
     check_auth(&service.auth, &mut issue);
+    let maintenance = &service.maintenance;
+    for (task, schedule) in [
+        ("retention", &maintenance.retention.schedule),
+        ("sessions", &maintenance.sessions.schedule),
+        ("optimize", &maintenance.optimize.schedule),
+        ("backup", &maintenance.backup.schedule),
+    ] {
+        if let Some(problem) = crate::maintenance::schedule_problem(schedule) {
+            issue(format!("maintenance.{task}.schedule"), problem);
+        }
+    }
+    if maintenance.backup.keep == 0 {
+        issue("maintenance.backup.keep".into(), "must be at least 1".into());
+    }
     let delivery = &service.delivery;
     if delivery.max_attempts == 0 {
         issue("delivery.max_attempts".into(), "must be at least 1".into());

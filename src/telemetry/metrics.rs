@@ -17,6 +17,19 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels naming a housekeeping task.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: String,
+}
+
+/// Labels of a housekeeping run: its task and `succeeded` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskOutcomeLabels {
+    pub task: String,
+    pub outcome: String,
+}
+
 /// Labels of a finished generation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -55,6 +68,10 @@ pub struct Metrics {
     pub job_runs: Family<OutcomeLabels, Counter>,
     /// Seconds from a firing's scheduled instant to its run being queued.
     pub job_schedule_delay_seconds: Histogram,
+    /// Housekeeping runs, by task and outcome.
+    pub maintenance_runs: Family<TaskOutcomeLabels, Counter>,
+    /// How long each task's last run took.
+    pub maintenance_duration_seconds: Family<TaskLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -117,8 +134,18 @@ impl Metrics {
             "Time from a firing's scheduled instant to its run being queued",
             job_schedule_delay_seconds.clone(),
         );
+        let maintenance_runs = Family::<TaskOutcomeLabels, Counter>::default();
+        registry.register("maintenance_runs", "Housekeeping runs, by task and outcome", maintenance_runs.clone());
+        let maintenance_duration_seconds = Family::<TaskLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "maintenance_duration_seconds",
+            "How long each housekeeping task's last run took",
+            maintenance_duration_seconds.clone(),
+        );
         Self {
             registry,
+            maintenance_runs,
+            maintenance_duration_seconds,
             job_runs,
             job_schedule_delay_seconds,
             mcp_tool_list_fetches,

@@ -48,6 +48,7 @@ pub struct AppState {
     pub controller: Arc<crate::controller::Health>,
     pub mcp: Arc<McpManager>,
     pub web: Arc<WebContext>,
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
 }
 
 impl AppState {
@@ -151,6 +152,7 @@ fn routes(exposure: Exposure) -> Routes {
         .post("/admin/users/{id}/reset-password", Admin, pages::admin::reset_password)
         .post("/admin/users/{id}/sso-link", Admin, pages::admin::allow_sso_link)
         .get("/admin/config", Admin, pages::admin::config)
+        .post("/admin/maintenance/{task}", Admin, pages::admin::run_maintenance)
         .get("/admin/audit", Admin, pages::admin::audit)
 }
 

@@ -17,6 +17,7 @@ mod crds;
 mod delivery;
 mod helpers;
 mod jobs;
+mod maintenance;
 mod mcp;
 #[path = "../support/mcp_servers.rs"]
 mod mcp_servers;

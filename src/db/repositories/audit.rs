@@ -104,3 +104,8 @@ pub async fn page(
     query.push(" LIMIT ").push_bind(limit);
     query.build_query_as().fetch_all(conn).await
 }
+
+/// Deletes entries recorded before `before`; how many.
+pub async fn delete_before(conn: &mut SqliteConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM audit_log WHERE occurred_at < ?").bind(before).execute(conn).await?.rows_affected())
+}

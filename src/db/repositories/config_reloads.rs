@@ -59,3 +59,16 @@ pub async fn recent(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<Confi
     .fetch_all(conn)
     .await
 }
+
+/// Deletes reloads recorded before `before`, except the latest applied one (the live
+/// generation counts on from it); how many.
+pub async fn delete_before(conn: &mut SqliteConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM config_reloads WHERE occurred_at < ? \
+         AND generation IS NOT (SELECT MAX(generation) FROM config_reloads)",
+    )
+    .bind(before)
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}

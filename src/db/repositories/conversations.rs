@@ -432,6 +432,11 @@ pub async fn fail_interrupted_tool_calls(conn: &mut SqliteConnection, now: DateT
     Ok(result.rows_affected())
 }
 
+/// Deletes conversations (with their messages) untouched since `before`; how many.
+pub async fn delete_untouched_since(conn: &mut SqliteConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM conversations WHERE updated_at < ?").bind(before).execute(conn).await?.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::match_terms;

@@ -363,3 +363,16 @@ pub async fn finish(conn: &mut SqliteConnection, id: &str, outcome: &RunOutcome<
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Deletes runs that ended before `before` (with their deliveries), except each job's
+/// latest finished run, which its status shows; how many.
+pub async fn delete_runs_ended_before(conn: &mut SqliteConnection, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM job_runs WHERE finished_at IS NOT NULL AND finished_at < ? \
+         AND finished_at < (SELECT MAX(r.finished_at) FROM job_runs r WHERE r.job_id = job_runs.job_id)",
+    )
+    .bind(before)
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -7,6 +7,7 @@ pub mod conversations;
 pub mod credentials;
 pub mod deliveries;
 pub mod jobs;
+pub mod maintenance;
 pub mod oidc_logins;
 pub mod prompts;
 pub mod sessions;

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditPage;
+use crate::audit::{self, AuditPage, Outcome};
 use crate::auth::model::{Role, User, Username};
 use crate::auth::oidc::ProviderStatus;
 use crate::db::repositories::config_reloads::ConfigReload;
+use crate::db::repositories::maintenance::TaskRow;
+use crate::maintenance::{MaintenanceError, Ran, Task};
 use crate::web::AppState;
 use crate::web::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::web::pages::admin::AuditQuery;
@@ -205,4 +207,88 @@ pub async fn audit(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
     Ok(ApiJson(state.auth.audit.page(&query.filter(), query.cursor()?).await?))
+}
+
+/// A housekeeping task: its schedule and its last run.
+#[derive(Debug, Serialize)]
+pub struct MaintenanceTask {
+    task: &'static str,
+    /// Five-field cron (UTC); empty when it runs only on demand.
+    schedule: String,
+    /// The replica running it now, if one is.
+    running_on: Option<String>,
+    last_started: Option<DateTime<Utc>>,
+    last_finished: Option<DateTime<Utc>>,
+    last_outcome: Option<String>,
+    last_duration_ms: Option<i64>,
+    last_detail: Option<String>,
+}
+
+/// `GET /api/v1/admin/maintenance`: every housekeeping task.
+pub async fn maintenance(
+    State(state): State<AppState>,
+    AdminUser(_): AdminUser,
+) -> Result<ApiJson<Vec<MaintenanceTask>>, ApiError> {
+    let tasks = state.maintenance.status().await.map_err(maintenance_error)?;
+    Ok(ApiJson(
+        tasks
+            .into_iter()
+            .map(|t| {
+                let row = t.row.unwrap_or_else(|| TaskRow { task: t.task.as_str().into(), ..TaskRow::default() });
+                MaintenanceTask {
+                    task: t.task.as_str(),
+                    schedule: t.schedule,
+                    running_on: row.holder.filter(|_| row.lease_until.is_some_and(|until| until > Utc::now())),
+                    last_started: row.last_started,
+                    last_finished: row.last_finished,
+                    last_outcome: row.last_outcome,
+                    last_duration_ms: row.last_duration_ms,
+                    last_detail: row.last_detail,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// How a run asked for by an admin went.
+#[derive(Debug, Serialize)]
+pub struct MaintenanceRun {
+    outcome: &'static str,
+    detail: String,
+}
+
+/// `POST /api/v1/admin/maintenance/{task}`: runs a task now and answers how it went
+/// (409 while another replica runs it).
+pub async fn run_maintenance(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    ApiPath(task): ApiPath<String>,
+) -> Result<ApiJson<MaintenanceRun>, ApiError> {
+    let ran = run_task(&state, &session, &client, &task).await?;
+    Ok(ApiJson(MaintenanceRun { outcome: if ran.succeeded { "succeeded" } else { "failed" }, detail: ran.detail }))
+}
+
+/// Runs the task named `task` for an admin, audited; shared with the config page.
+pub async fn run_task(
+    state: &AppState,
+    session: &crate::auth::session::Authenticated,
+    client: &ClientAddr,
+    task: &str,
+) -> Result<Ran, ApiError> {
+    let task = Task::parse(task).ok_or(ApiError::NotFound("no such maintenance task"))?;
+    let ran = state.maintenance.run(task).await.map_err(maintenance_error)?;
+    let outcome = if ran.succeeded { Outcome::Success } else { Outcome::Failure };
+    let event =
+        audit::Event { action: "maintenance.run", target: Some(task.as_str()), outcome, detail: Some(&ran.detail) };
+    state.auth.audit.record(&client.actor(session), event).await;
+    Ok(ran)
+}
+
+fn maintenance_error(e: MaintenanceError) -> ApiError {
+    match e {
+        MaintenanceError::Busy(_) => ApiError::Conflict(e.to_string()),
+        MaintenanceError::NoConfig => ApiError::Unavailable(e.to_string()),
+        other => ApiError::Internal(other.into()),
+    }
 }

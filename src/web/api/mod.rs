@@ -50,6 +50,8 @@ pub fn routes() -> Routes {
         .get("/ws", SignedIn, ws::upgrade)
         .get("/admin/config", Admin, admin::config)
         .get("/admin/config/reloads", Admin, admin::reloads)
+        .get("/admin/maintenance", Admin, admin::maintenance)
+        .post("/admin/maintenance/{task}", Admin, admin::run_maintenance)
         .get("/admin/users", Admin, admin::users)
         .post("/admin/users", Admin, admin::create_user)
         .get("/admin/users/{id}", Admin, admin::user)

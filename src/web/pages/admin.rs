@@ -282,6 +282,19 @@ pub struct ConfigPage {
     rejected: Option<RejectedView>,
     history: Vec<ReloadView>,
     sso: Option<SsoView>,
+    maintenance: Vec<MaintenanceView>,
+}
+
+/// A housekeeping task's row on the config page.
+#[derive(Debug)]
+pub struct MaintenanceView {
+    name: &'static str,
+    schedule: String,
+    last_run: String,
+    running: bool,
+    outcome: String,
+    took: String,
+    detail: String,
 }
 
 /// The identity provider as the last look found it.
@@ -326,8 +339,43 @@ pub async fn config(State(state): State<AppState>, AdminUser(session): AdminUser
             error: s.error,
             end_session: s.end_session_url.is_some(),
         }),
+        maintenance: maintenance_views(&state).await?,
     };
     Ok(page.into_response())
+}
+
+async fn maintenance_views(state: &AppState) -> Result<Vec<MaintenanceView>, ApiError> {
+    let tasks = state.maintenance.status().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let now = chrono::Utc::now();
+    Ok(tasks
+        .into_iter()
+        .map(|t| {
+            let row = t.row.unwrap_or_default();
+            MaintenanceView {
+                name: t.task.as_str(),
+                schedule: t.schedule,
+                last_run: row.last_started.map(when).unwrap_or_else(|| "never".into()),
+                running: row.holder.is_some() && row.lease_until.is_some_and(|until| until > now),
+                outcome: row.last_outcome.unwrap_or_default(),
+                took: row
+                    .last_duration_ms
+                    .map(|ms| if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) })
+                    .unwrap_or_default(),
+                detail: row.last_detail.unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Runs a housekeeping task from the config page, then shows the page with its outcome.
+pub async fn run_maintenance(
+    State(state): State<AppState>,
+    AdminUser(session): AdminUser,
+    client: ClientAddr,
+    Path(task): Path<String>,
+) -> PageResult {
+    crate::web::api::admin::run_task(&state, &session, &client, &task).await?;
+    Ok(see_other("/admin/config#maintenance"))
 }
 
 #[derive(Debug, Default, Deserialize)]
