@@ -13,7 +13,11 @@
 //!    (messages, their tool calls, each answer's Markdown rendered and sanitised) for the
 //!    newest page of 50 against the whole conversation, as the page did before.
 //!
-//! `DATA_GROWTH_PARTS` (default `1,2,3,4`) picks the parts.
+//! 5. Online backup (`promptops backup`, `db::backup::backup`: `VACUUM INTO` plus
+//!    `PRAGMA integrity_check` of the copy) of a database of 10 MB → 1 GB, against a plain
+//!    copy of the file (which would not be consistent while the service writes).
+//!
+//! `DATA_GROWTH_PARTS` (default `1,2,3,4,5`) picks the parts.
 //!
 //! Seeding writes rows with plain SQL in large transactions (the services would take far
 //! longer and are not what is measured); the triggers of the search index run as they do
@@ -491,7 +495,7 @@ async fn main() {
         "data_growth: SQLite files in {} (WAL, synchronous=NORMAL, as the service opens them)",
         dir.path().display()
     );
-    let parts = std::env::var("DATA_GROWTH_PARTS").unwrap_or_else(|_| "1,2,3,4".into());
+    let parts = std::env::var("DATA_GROWTH_PARTS").unwrap_or_else(|_| "1,2,3,4,5".into());
     let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
     if parts.contains(&"2") {
         audit_log(dir.path()).await;
@@ -505,4 +509,56 @@ async fn main() {
     if parts.contains(&"1") {
         search(dir.path()).await;
     }
+    if parts.contains(&"5") {
+        backup(dir.path()).await;
+    }
+}
+
+/// Grows the audit log with ~1 KB entries of random text until the file holds `bytes`.
+async fn grow_to(pool: &SqlitePool, file: &std::path::Path, bytes: u64) {
+    let now = Utc::now();
+    while std::fs::metadata(file).map_or(0, |m| m.len()) < bytes {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+             INSERT INTO audit_log (occurred_at, actor, action, target, outcome, detail) \
+             SELECT ?, 'bench', 'bench.fill', 'row ' || i, 'success', hex(randomblob(450)) FROM n",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await.unwrap();
+    }
+}
+
+async fn backup(dir: &std::path::Path) {
+    println!("\n5. online backup (VACUUM INTO + integrity_check of the copy) vs a plain file copy");
+    let pool = open(dir, "backup.db").await;
+    let file = dir.join("backup.db");
+    for (n, size) in [10_000_000u64, 100_000_000, 1_000_000_000].into_iter().enumerate() {
+        grow_to(&pool, &file, size).await;
+        let bytes = std::fs::metadata(&file).unwrap().len();
+        let target = dir.join(format!("copy-{n}.db"));
+        let started = Instant::now();
+        let written = promptops::db::backup::backup(&pool, &target).await.unwrap();
+        let took = started.elapsed();
+        let plain = dir.join(format!("plain-{n}.db"));
+        let started = Instant::now();
+        std::fs::copy(&file, &plain).unwrap();
+        let copied = started.elapsed();
+        println!(
+            "  {:>7.1} MB database: backup {} ({:.1} MB written, {:.0} MB/s), plain copy {} ({:.1}x the copy's time)",
+            bytes as f64 / 1e6,
+            ms(took),
+            written.bytes as f64 / 1e6,
+            written.bytes as f64 / 1e6 / took.as_secs_f64(),
+            ms(copied),
+            took.as_secs_f64() / copied.as_secs_f64().max(1e-9)
+        );
+        std::fs::remove_file(&target).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+    }
+    pool.close().await;
 }
