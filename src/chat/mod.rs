@@ -467,6 +467,11 @@ impl Answer {
             .generations
             .get_or_create(&crate::telemetry::metrics::OutcomeLabels { outcome: status.to_owned() })
             .inc();
+        for (direction, tokens) in [("in", usage.prompt_tokens), ("out", usage.completion_tokens)] {
+            let labels =
+                crate::telemetry::metrics::TokenLabels { endpoint: endpoint.clone(), direction: direction.into() };
+            metrics.llm_tokens.get_or_create(&labels).inc_by(tokens.unwrap_or(0));
+        }
         let outcome = Outcome {
             content: &outcome.text,
             status,

@@ -17,6 +17,37 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of a database pool's connections: the pool and `in_use` or `idle`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub state: String,
+}
+
+/// Labels of LLM tokens: the endpoint (a config name) and `in` (prompt) or `out`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub endpoint: String,
+    pub direction: String,
+}
+
+/// Counts one open stream in a gauge for as long as it lives.
+#[derive(Debug)]
+pub struct Open(Gauge);
+
+impl Open {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Labels naming a housekeeping task.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -68,6 +99,14 @@ pub struct Metrics {
     pub job_runs: Family<OutcomeLabels, Counter>,
     /// Seconds from a firing's scheduled instant to its run being queued.
     pub job_schedule_delay_seconds: Histogram,
+    /// Answers being generated now (set at each scrape).
+    pub answers_running: Gauge,
+    /// Clients following an answer's events (SSE and WebSocket).
+    pub stream_followers: Gauge,
+    /// The database pool's connections, in use and idle (set at each scrape).
+    pub db_connections: Family<PoolLabels, Gauge>,
+    /// Tokens the LLM reported, by endpoint and direction.
+    pub llm_tokens: Family<TokenLabels, Counter>,
     /// Housekeeping runs, by task and outcome.
     pub maintenance_runs: Family<TaskOutcomeLabels, Counter>,
     /// How long each task's last run took.
@@ -134,6 +173,22 @@ impl Metrics {
             "Time from a firing's scheduled instant to its run being queued",
             job_schedule_delay_seconds.clone(),
         );
+        let answers_running = Gauge::default();
+        registry.register("answers_running", "Answers being generated now", answers_running.clone());
+        let stream_followers = Gauge::default();
+        registry.register(
+            "stream_followers",
+            "Clients following an answer's events, over SSE or WebSocket",
+            stream_followers.clone(),
+        );
+        let db_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register("db_connections", "Database pool connections, in use and idle", db_connections.clone());
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "Tokens the LLM reported, by endpoint and direction (in, out)",
+            llm_tokens.clone(),
+        );
         let maintenance_runs = Family::<TaskOutcomeLabels, Counter>::default();
         registry.register("maintenance_runs", "Housekeeping runs, by task and outcome", maintenance_runs.clone());
         let maintenance_duration_seconds = Family::<TaskLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -144,6 +199,10 @@ impl Metrics {
         );
         Self {
             registry,
+            answers_running,
+            stream_followers,
+            db_connections,
+            llm_tokens,
             maintenance_runs,
             maintenance_duration_seconds,
             job_runs,

@@ -1,6 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics`: what kubelet and Prometheus ask.
 //! Checks read shared state only; they never change it.
 
+use crate::telemetry::metrics::PoolLabels;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -73,6 +74,12 @@ fn config_check(state: &AppState) -> Result<(), String> {
 
 /// Prometheus scrape endpoint.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let metrics = &state.metrics;
+    metrics.answers_running.set(i64::try_from(state.chat.running()).unwrap_or(i64::MAX));
+    let (size, idle) = (i64::from(state.db.size()), i64::try_from(state.db.num_idle()).unwrap_or(0));
+    for (kind, count) in [("in_use", size - idle), ("idle", idle)] {
+        metrics.db_connections.get_or_create(&PoolLabels { pool: "main".into(), state: kind.into() }).set(count);
+    }
     let body = state.metrics.encode().map_err(|e| anyhow::anyhow!("encoding metrics failed: {e}"))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response())
 }

@@ -163,6 +163,43 @@ async fn a_send_that_asks_for_the_stream_gets_the_answer_in_the_same_response_an
 }
 
 #[tokio::test]
+async fn an_answer_shows_in_the_running_followers_and_token_metrics() {
+    use eventsource_stream::Eventsource as _;
+    use futures_util::StreamExt as _;
+    let (app, mock) = spawn_chat_app().await;
+    mock.push(stream("one two three four five six seven eight nine ten", 60));
+    let gail = app.user("gail").await;
+    let conversation = gail.conversation().await;
+    let message = gail.send(conversation, "count slowly").await;
+    let response = gail
+        .client
+        .get(format!("{}/api/v1/conversations/{conversation}/messages/{message}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    events.next().await.unwrap().unwrap();
+    assert_eq!(app.metric("promptops_answers_running").await, 1.0, "while it streams");
+    assert_eq!(app.metric("promptops_stream_followers").await, 1.0, "one client follows it");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains(r#"promptops_db_connections{pool="main",state="in_use"}"#), "{text}");
+    assert!(text.contains(r#"promptops_db_connections{pool="main",state="idle"}"#), "{text}");
+    while events.next().await.is_some() {}
+    drop(events);
+    wait_status(&gail, conversation, message, "complete").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.metric("promptops_answers_running").await > 0.0 {
+        assert!(Instant::now() < deadline, "the ended answer still counts as running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.metric("promptops_stream_followers").await, 0.0, "the client hung up");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains(r#"promptops_llm_tokens_total{endpoint="local",direction="in"} 11"#), "{text}");
+    assert!(text.contains(r#"promptops_llm_tokens_total{endpoint="local",direction="out"} 10"#), "{text}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_follower_resumes_after_its_last_event_without_gaps_or_repeats() {
     let (app, mock) = spawn_chat_app().await;
     mock.push(stream("one two three four five six seven eight", 20));

@@ -172,7 +172,7 @@ pub async fn send(
     }
     let first = Event::default().event("sent").json_data(sent).map_err(|e| ApiError::Internal(e.into()))?;
     let events = answer_events(&state, session.user.id, id, sent.message_id, 0).await?;
-    Ok(event_stream(futures_util::stream::once(async { Ok(first) }).chain(events)))
+    Ok(event_stream(&state.metrics, futures_util::stream::once(async { Ok(first) }).chain(events)))
 }
 
 pub async fn message(
@@ -198,7 +198,7 @@ pub async fn events(
         .map(|parsed| parsed.ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (a number)".into())))
         .transpose()?
         .unwrap_or(0);
-    Ok(event_stream(answer_events(&state, session.user.id, id, message_id, last_id).await?))
+    Ok(event_stream(&state.metrics, answer_events(&state, session.user.id, id, message_id, last_id).await?))
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
@@ -221,7 +221,16 @@ async fn answer_events(
     Ok(Box::pin(futures_util::stream::iter(snapshot(&message).into_iter().map(Ok))))
 }
 
-fn event_stream(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+fn event_stream(
+    metrics: &crate::telemetry::metrics::Metrics,
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    // Counted while the client holds the stream.
+    let open = crate::telemetry::metrics::Open::new(&metrics.stream_followers);
+    let events = events.map(move |event| {
+        let _counted = &open;
+        event
+    });
     let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     // Proxies must not buffer the stream.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -147,7 +147,9 @@ fn follow(
 ) {
     let Some(generation) = state.chat.generation(user_id, message_id) else { return };
     let out = out.clone();
+    let metrics = state.metrics.clone();
     let task = tokio::spawn(async move {
+        let _open = crate::telemetry::metrics::Open::new(&metrics.stream_followers);
         let mut events = Box::pin(generation.follow(last_event_id));
         while let Some(stamped) = events.next().await {
             let mut frame = serde_json::to_value(&stamped).unwrap_or(Value::Null);
