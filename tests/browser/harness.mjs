@@ -176,11 +176,7 @@ export async function startSignedInStack({ delayMs, adminPassword, allowDialog =
       if (!allowDialog(d)) problems.push(`a ${d.type()} opened: ${d.message()}`);
       d.accept();
     });
-    await page.goto(`${server.baseUrl}/login`);
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password', { exact: true }).fill(adminPassword);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(/\/$|\/c\/\d+$/);
+    await signInOn(page, server.baseUrl, 'admin', adminPassword);
     return { context, page, problems };
   }
   async function stop() {
@@ -189,6 +185,15 @@ export async function startSignedInStack({ delayMs, adminPassword, allowDialog =
     await mock.stop();
   }
   return { mock, server, browser, signIn, stop };
+}
+
+/** Signs `page` in through the login form; resolves on the page that follows (chat). */
+export async function signInOn(page, baseUrl, username, password) {
+  await page.goto(`${baseUrl}/login`);
+  await page.getByLabel('User name').fill(username);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/$|\/c\/\d+$/);
 }
 
 /** Full-page PNG into $PROMPTOPS_SCREENSHOT_DIR (default <repo>/target/screenshots); returns the path. */

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { launchBrowser, screenshot, startMockLlm, startPromptops } from './harness.mjs';
+import { launchBrowser, screenshot, signInOn, startMockLlm, startPromptops } from './harness.mjs';
 
 const ADMIN_PASSWORD = 'history-admin-password-1';
 
@@ -18,11 +18,7 @@ test('a long conversation opens at its newest messages and loads older ones on d
     const page = await (await browser.newContext()).newPage();
     const problems = [];
     page.on('pageerror', (e) => problems.push(e.message));
-    await page.goto(`${server.baseUrl}/login`);
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(/\/$|\/c\/\d+$/);
+    await signInOn(page, server.baseUrl, 'admin', ADMIN_PASSWORD);
     await page.getByRole('button', { name: 'New conversation' }).first().click();
     await page.waitForURL(/\/c\/\d+$/);
     const id = page.url().split('/').pop();

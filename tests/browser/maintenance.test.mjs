@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { launchBrowser, screenshot, startPromptops } from './harness.mjs';
+import { launchBrowser, screenshot, signInOn, startPromptops } from './harness.mjs';
 
 const ADMIN_PASSWORD = 'maintenance-admin-password-1';
 
@@ -17,11 +17,7 @@ test('an admin runs a backup from the Configuration page and sees its outcome', 
     const page = await (await browser.newContext()).newPage();
     const problems = [];
     page.on('pageerror', (e) => problems.push(e.message));
-    await page.goto(`${server.baseUrl}/login`);
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(/\/$|\/c\/\d+$/);
+    await signInOn(page, server.baseUrl, 'admin', ADMIN_PASSWORD);
 
     await page.goto(`${server.baseUrl}/admin/config`);
     const section = page.getByTestId('maintenance');
